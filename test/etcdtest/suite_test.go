@@ -1,0 +1,20 @@
+package etcdtest_test
+
+import (
+	"testing"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"go.uber.org/goleak"
+
+	"github.com/etcdkit/etcdkit/test/etcdtest"
+)
+
+func TestEtcdtest(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "etcdtest")
+}
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, etcdtest.LeakOptions()...)
+}

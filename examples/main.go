@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/zapr"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/etcdkit/etcdkit/internal/etcdutil"
+	"github.com/etcdkit/etcdkit/test/etcdtest"
+)
+
+// Exit codes: 1 when an example or the connection fails, 2 for a usage error.
+const (
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// flags are the runner's command line: the guide's flags plus etcdctl's connection flags.
+type flags struct {
+	example     string
+	nodeID      string
+	endpoints   string
+	cacert      string
+	cert        string
+	key         string
+	user        string
+	dialTimeout time.Duration
+	verbose     bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (flags, error) {
+	var f flags
+	fs := flag.NewFlagSet("examples", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.example, "example", "all", "which example to run: all, "+strings.Join(exampleNames(), ", "))
+	fs.StringVar(&f.nodeID, "node-id", defaultNodeID(), "this node's id, for the election and ha examples")
+	fs.StringVar(&f.endpoints, "endpoints", "", "comma-separated etcd endpoints; empty starts an embedded etcd in a temporary directory")
+	fs.StringVar(&f.cacert, "cacert", "", "verify the server's certificate with this CA bundle")
+	fs.StringVar(&f.cert, "cert", "", "identify to etcd with this TLS client certificate")
+	fs.StringVar(&f.key, "key", "", "the TLS client certificate's key")
+	fs.StringVar(&f.user, "user", "", "authenticate as user:password")
+	fs.DurationVar(&f.dialTimeout, "dial-timeout", 2*time.Second, "how long to wait for etcd to answer")
+	fs.BoolVar(&f.verbose, "v", false, "log at debug level")
+	if err := fs.Parse(args); err != nil {
+		return f, err
+	}
+	if fs.NArg() > 0 {
+		return f, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if f.dialTimeout <= 0 {
+		return f, fmt.Errorf("--dial-timeout must be positive, got %s", f.dialTimeout)
+	}
+	if f.user != "" && !strings.Contains(f.user, ":") {
+		return f, fmt.Errorf("--user must be user:password, got %q", f.user)
+	}
+	return f, nil
+}
+
+func defaultNodeID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "node"
+	}
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
+}
+
+// run is the whole program; it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	f, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "examples: %v\n", err)
+		return exitUsage
+	}
+	selected, err := selectExamples(f.example)
+	if err != nil {
+		fmt.Fprintf(stderr, "examples: %v\n", err)
+		return exitUsage
+	}
+	log := newLogger(stderr, f.verbose)
+
+	client, cleanup, err := connect(ctx, f, stdout, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "examples: %v\n", err)
+		return exitFailure
+	}
+	defer cleanup()
+
+	runID := fmt.Sprintf("%d", time.Now().UnixNano())
+	for _, ex := range selected {
+		fmt.Fprintf(stdout, "\n=== %s: %s (guide section %s)\n", ex.name, ex.summary, ex.section)
+		e := &env{
+			client: client,
+			log:    log.WithName(ex.name),
+			out:    stdout,
+			nodeID: f.nodeID,
+			prefix: "/etcdkit-examples/" + runID + "/" + ex.name + "/",
+			all:    f.example == "all",
+		}
+		err := ex.run(ctx, e)
+		e.cleanup()
+		if err != nil {
+			fmt.Fprintf(stderr, "examples: %s: %v\n", ex.name, err)
+			return exitFailure
+		}
+		fmt.Fprintf(stdout, "--- %s: ok\n", ex.name)
+	}
+	return 0
+}
+
+// connect reaches the etcd of the flags, or starts an embedded one when no endpoint is given.
+// The cleanup closes the client and stops the embedded etcd.
+func connect(ctx context.Context, f flags, stdout io.Writer, log logr.Logger) (*clientv3.Client, func(), error) {
+	if f.endpoints == "" {
+		fmt.Fprintln(stdout, "starting an embedded etcd in a temporary directory (give --endpoints to use your own)")
+		c, err := etcdtest.Start(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("embedded etcd: %w", err)
+		}
+		log.V(1).Info("embedded etcd ready", "endpoints", c.Endpoints())
+		return c.Client(), func() { _ = c.Close() }, nil
+	}
+	cc := etcdutil.ConnectConfig{
+		Endpoints:   strings.Split(f.endpoints, ","),
+		CACert:      f.cacert,
+		Cert:        f.cert,
+		Key:         f.key,
+		DialTimeout: f.dialTimeout,
+	}
+	if f.user != "" {
+		cc.Username, cc.Password, _ = strings.Cut(f.user, ":")
+	}
+	client, err := etcdutil.Connect(ctx, cc)
+	if err != nil {
+		return nil, nil, err
+	}
+	log.V(1).Info("connected", "endpoints", cc.Endpoints)
+	return client, func() { _ = client.Close() }, nil
+}
+
+// newLogger logs through zap's console encoder, without stack traces: the story is what
+// a reader follows, the log says what the library did.
+func newLogger(w io.Writer, verbose bool) logr.Logger {
+	level := zapcore.InfoLevel
+	if verbose {
+		level = zapcore.DebugLevel
+	}
+	enc := zap.NewDevelopmentEncoderConfig()
+	enc.TimeKey = ""
+	enc.CallerKey = ""
+	core := zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(w), level)
+	return zapr.NewLogger(zap.New(core))
+}
+
+// env is what an example gets: a client, a logger, where to tell its story, and a key
+// prefix of its own that is deleted when it ends.
+type env struct {
+	client *clientv3.Client
+	log    logr.Logger
+	out    io.Writer
+	nodeID string
+	prefix string
+	all    bool // part of --example=all: interactive examples run a short in-process demo
+}
+
+// say prints one line of the example's story.
+func (e *env) say(format string, args ...any) {
+	fmt.Fprintf(e.out, "  "+format+"\n", args...)
+}
+
+// key returns a key under the example's own prefix.
+func (e *env) key(name string) string { return e.prefix + name }
+
+// cleanup deletes every key the example wrote under its prefix.
+func (e *env) cleanup() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := e.client.Delete(ctx, e.prefix, clientv3.WithPrefix()); err != nil {
+		e.log.Error(err, "cleaning up the example's keys", "prefix", e.prefix)
+	}
+}
+
+// expect returns an error naming what was checked when ok is false.
+func expect(ok bool, format string, args ...any) error {
+	if ok {
+		return nil
+	}
+	return fmt.Errorf("unexpected outcome: "+format, args...)
+}

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+)
+
+// example is one story of the guide.
+type example struct {
+	name    string
+	section string // the guide's section
+	summary string
+	run     func(ctx context.Context, e *env) error
+}
+
+// examples lists every example in the order --example=all runs them.
+func examples() []example {
+	return []example{
+		{"txn", "5", "transactions: compare-and-swap, multi-key transfer, compare targets", runTxn},
+		{"lease", "6", "leases: grant, keep-alive, time-to-live, revoke, use cases", runLease},
+		{"watch", "7", "watches: key, prefix, history replay, previous values, progress", runWatch},
+	}
+}
+
+func exampleNames() []string {
+	var names []string
+	for _, ex := range examples() {
+		names = append(names, ex.name)
+	}
+	return names
+}
+
+// selectExamples returns the examples a --example value names.
+func selectExamples(name string) ([]example, error) {
+	if name == "all" {
+		return examples(), nil
+	}
+	for _, ex := range examples() {
+		if ex.name == name {
+			return []example{ex}, nil
+		}
+	}
+	return nil, fmt.Errorf("unknown example %q: valid ones are all, %s", name, strings.Join(exampleNames(), ", "))
+}

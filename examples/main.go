@@ -101,7 +101,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	log := newLogger(stderr, f.verbose)
 
-	client, cleanup, err := connect(ctx, f, stdout, log)
+	client, newClient, cleanup, err := connect(ctx, f, stdout, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "examples: %v\n", err)
 		return exitFailure
@@ -112,12 +112,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, ex := range selected {
 		fmt.Fprintf(stdout, "\n=== %s: %s (guide section %s)\n", ex.name, ex.summary, ex.section)
 		e := &env{
-			client: client,
-			log:    log.WithName(ex.name),
-			out:    stdout,
-			nodeID: f.nodeID,
-			prefix: "/etcdkit-examples/" + runID + "/" + ex.name + "/",
-			all:    f.example == "all",
+			client:    client,
+			newClient: newClient,
+			log:       log.WithName(ex.name),
+			out:       stdout,
+			nodeID:    f.nodeID,
+			prefix:    "/etcdkit-examples/" + runID + "/" + ex.name + "/",
+			all:       f.example == "all",
 		}
 		err := ex.run(ctx, e)
 		e.cleanup()
@@ -131,16 +132,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // connect reaches the etcd of the flags, or starts an embedded one when no endpoint is given.
-// The cleanup closes the client and stops the embedded etcd.
-func connect(ctx context.Context, f flags, stdout io.Writer, log logr.Logger) (*clientv3.Client, func(), error) {
+// It returns a client, a way to make more clients like it (each example process of a
+// multi-node demo has its own), and a cleanup that closes the client and stops the
+// embedded etcd.
+func connect(ctx context.Context, f flags, stdout io.Writer, log logr.Logger) (*clientv3.Client, func() (*clientv3.Client, error), func(), error) {
 	if f.endpoints == "" {
 		fmt.Fprintln(stdout, "starting an embedded etcd in a temporary directory (give --endpoints to use your own)")
 		c, err := etcdtest.Start(ctx)
 		if err != nil {
-			return nil, nil, fmt.Errorf("embedded etcd: %w", err)
+			return nil, nil, nil, fmt.Errorf("embedded etcd: %w", err)
 		}
 		log.V(1).Info("embedded etcd ready", "endpoints", c.Endpoints())
-		return c.Client(), func() { _ = c.Close() }, nil
+		return c.Client(), c.NewClient, func() { _ = c.Close() }, nil
 	}
 	cc := etcdutil.ConnectConfig{
 		Endpoints:   strings.Split(f.endpoints, ","),
@@ -154,10 +157,11 @@ func connect(ctx context.Context, f flags, stdout io.Writer, log logr.Logger) (*
 	}
 	client, err := etcdutil.Connect(ctx, cc)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	log.V(1).Info("connected", "endpoints", cc.Endpoints)
-	return client, func() { _ = client.Close() }, nil
+	newClient := func() (*clientv3.Client, error) { return etcdutil.Connect(ctx, cc) }
+	return client, newClient, func() { _ = client.Close() }, nil
 }
 
 // newLogger logs through zap's console encoder, without stack traces: the story is what
@@ -178,11 +182,14 @@ func newLogger(w io.Writer, verbose bool) logr.Logger {
 // prefix of its own that is deleted when it ends.
 type env struct {
 	client *clientv3.Client
-	log    logr.Logger
-	out    io.Writer
-	nodeID string
-	prefix string
-	all    bool // part of --example=all: interactive examples run a short in-process demo
+	// newClient makes another client of the same etcd with the same credentials; the
+	// example closes it. Multi-node demos give each node its own.
+	newClient func() (*clientv3.Client, error)
+	log       logr.Logger
+	out       io.Writer
+	nodeID    string
+	prefix    string
+	all       bool // part of --example=all: interactive examples run a short in-process demo
 }
 
 // say prints one line of the example's story.
@@ -192,6 +199,9 @@ func (e *env) say(format string, args ...any) {
 
 // key returns a key under the example's own prefix.
 func (e *env) key(name string) string { return e.prefix + name }
+
+// rel returns a key of the example without its prefix, for the story.
+func (e *env) rel(key string) string { return strings.TrimPrefix(key, e.prefix) }
 
 // cleanup deletes every key the example wrote under its prefix.
 func (e *env) cleanup() {

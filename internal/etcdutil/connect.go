@@ -106,7 +106,8 @@ func Connect(ctx context.Context, c ConnectConfig) (*clientv3.Client, error) {
 	}
 	cli, err := clientv3.New(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("etcd at %s: %w", strings.Join(c.Endpoints, ","), err)
+		// With TLS the client may authenticate while it is made.
+		return nil, explain(strings.Join(c.Endpoints, ","), cfg.DialTimeout, err, false)
 	}
 	if err := CheckReachable(ctx, cli, cfg.DialTimeout); err != nil {
 		_ = cli.Close()
@@ -125,17 +126,30 @@ func CheckReachable(ctx context.Context, cli *clientv3.Client, timeout time.Dura
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	_, err := cli.Get(ctx, "health", clientv3.WithCountOnly())
-	eps := strings.Join(cli.Endpoints(), ",")
-	switch {
-	case err == nil, errors.Is(err, rpctypes.ErrPermissionDenied):
+	if err == nil || isEtcdError(err, rpctypes.ErrPermissionDenied) {
 		return nil
-	case errors.Is(err, rpctypes.ErrAuthFailed):
+	}
+	return explain(strings.Join(cli.Endpoints(), ","), timeout, err, ctx.Err() != nil)
+}
+
+// explain turns a failure to reach etcd into an error that names the endpoints and says
+// what a user can do about it.
+func explain(eps string, timeout time.Duration, err error, timedOut bool) error {
+	switch {
+	case isEtcdError(err, rpctypes.ErrAuthFailed):
 		return fmt.Errorf("etcd at %s: authentication failed: wrong user name or password", eps)
-	case errors.Is(err, rpctypes.ErrUserEmpty):
+	case isEtcdError(err, rpctypes.ErrUserEmpty):
 		return fmt.Errorf("etcd at %s: authentication is enabled: give a user name and password", eps)
-	case ctx.Err() != nil:
+	case timedOut:
 		return fmt.Errorf("etcd at %s did not answer within %s: %v", eps, timeout, err)
 	default:
 		return fmt.Errorf("etcd at %s: %w", eps, err)
 	}
+}
+
+// isEtcdError reports whether err is the etcd server error target. Errors of the token
+// request that the client makes while dialing arrive as plain gRPC statuses, not as the
+// client's typed errors, so the message is compared too.
+func isEtcdError(err, target error) bool {
+	return errors.Is(err, target) || strings.Contains(err.Error(), target.Error())
 }

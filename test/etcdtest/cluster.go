@@ -113,6 +113,7 @@ func start(ctx context.Context, r runner, opts []Option) (*Cluster, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
+	o.applyDefaults()
 	if err := o.validate(); err != nil {
 		return nil, err
 	}

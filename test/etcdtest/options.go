@@ -22,10 +22,20 @@ type options struct {
 func defaultOptions() options {
 	return options{
 		members:     1,
-		tick:        100 * time.Millisecond,
-		election:    1000 * time.Millisecond,
 		logLevel:    "error",
 		startTimout: 30 * time.Second,
+	}
+}
+
+// applyDefaults fills what options left unset. A single member has no peers to hear from,
+// so it elects itself after a short timeout and is ready in tens of milliseconds; members of
+// a cluster use etcd's own timing.
+func (o *options) applyDefaults() {
+	if o.tick == 0 && o.election == 0 {
+		o.tick, o.election = 100*time.Millisecond, time.Second
+		if o.members == 1 {
+			o.tick, o.election = 10*time.Millisecond, 100*time.Millisecond
+		}
 	}
 }
 
@@ -54,8 +64,9 @@ func WithAuth(rootPassword string) Option { return func(o *options) { o.password
 // removes only what the cluster created under it.
 func WithDir(dir string) Option { return func(o *options) { o.dir = dir } }
 
-// WithElectionTimeout sets etcd's heartbeat interval and election timeout (defaults 100 ms
-// and 1 s, etcd's own). Lower values make etcd leader failover faster in fault tests.
+// WithElectionTimeout sets etcd's heartbeat interval and election timeout. Defaults: etcd's
+// own 100 ms and 1 s for clusters; 10 ms and 100 ms for a single member, which has no peers
+// and so becomes ready sooner. Lower values make etcd leader failover faster in fault tests.
 func WithElectionTimeout(heartbeat, election time.Duration) Option {
 	return func(o *options) { o.tick, o.election = heartbeat, election }
 }

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+
+	"github.com/etcdkit/etcdkit/test/etcdtest"
+)
+
+func TestExamples(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "examples")
+}
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, etcdtest.LeakOptions()...)
+}
+
+// runExamples runs the program with args and returns its exit code, story and errors.
+func runExamples(ctx context.Context, args ...string) (int, string, string) {
+	var stdout, stderr bytes.Buffer
+	code := run(ctx, args, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+// leftover counts the keys that runs of the program left behind.
+func leftover(ctx context.Context, cli *clientv3.Client) int64 {
+	resp, err := cli.Get(ctx, "/etcdkit-examples/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	Expect(err).NotTo(HaveOccurred())
+	return resp.Count
+}
+
+var _ = Describe("the examples program", func() {
+	It("runs every example against an external etcd process and cleans up after itself", func(ctx SpecContext) {
+		c := etcdtest.NewProcesses(GinkgoT())
+		code, out, errs := runExamples(ctx, "--endpoints="+strings.Join(c.Endpoints(), ","), "--example=all")
+		Expect(code).To(Equal(0), "stdout:\n%s\nstderr:\n%s", out, errs)
+		for _, name := range exampleNames() {
+			Expect(out).To(ContainSubstring("--- "+name+": ok"), "example %s", name)
+		}
+		Expect(leftover(ctx, c.Client())).To(BeZero())
+	})
+
+	It("runs one example on an etcd with TLS and authentication, given etcdctl's flags", func(ctx SpecContext) {
+		c := etcdtest.NewProcesses(GinkgoT(), etcdtest.WithTLS(), etcdtest.WithAuth("pw"))
+		f := c.TLSFiles()
+		tlsFlags := []string{"--endpoints=" + c.Endpoint(0), "--cacert=" + f.CA, "--cert=" + f.Cert, "--key=" + f.Key}
+
+		code, out, errs := runExamples(ctx, append(tlsFlags, "--user=root:pw", "--example=txn")...)
+		Expect(code).To(Equal(0), "stdout:\n%s\nstderr:\n%s", out, errs)
+		Expect(out).To(ContainSubstring("--- txn: ok"))
+
+		By("a wrong password: one clear line, exit 1")
+		code, _, errs = runExamples(ctx, append(tlsFlags, "--user=root:wrong", "--example=txn")...)
+		Expect(code).To(Equal(1))
+		Expect(errs).To(Equal("examples: etcd at " + c.Endpoint(0) + ": authentication failed: wrong user name or password\n"), errs)
+
+		By("no client certificate: exit 1 naming the endpoint, no stack trace")
+		code, _, errs = runExamples(ctx, "--endpoints="+c.Endpoint(0), "--cacert="+f.CA, "--user=root:pw", "--dial-timeout=1s", "--example=txn")
+		Expect(code).To(Equal(1))
+		Expect(strings.Count(errs, "\n")).To(Equal(1), errs)
+		Expect(errs).To(ContainSubstring(c.Endpoint(0)))
+		Expect(errs).NotTo(ContainSubstring("goroutine"))
+	})
+
+	It("fails within the dial timeout and names the endpoints when etcd is unreachable", func(ctx SpecContext) {
+		start := time.Now()
+		code, _, errs := runExamples(ctx, "--endpoints=127.0.0.1:1,127.0.0.1:2", "--dial-timeout=500ms", "--example=txn")
+		Expect(code).To(Equal(1))
+		Expect(time.Since(start)).To(BeNumerically("<", 5*time.Second))
+		Expect(errs).To(HavePrefix("examples: etcd at 127.0.0.1:1,127.0.0.1:2 did not answer within 500ms"))
+		Expect(strings.Count(errs, "\n")).To(Equal(1), errs)
+	})
+
+	It("names a missing or bad TLS file in one line", func(ctx SpecContext) {
+		code, _, errs := runExamples(ctx, "--endpoints=127.0.0.1:1", "--cacert=/nonexistent/ca.pem", "--example=txn")
+		Expect(code).To(Equal(1))
+		Expect(errs).To(Equal("examples: TLS: reading CA certificate: open /nonexistent/ca.pem: no such file or directory\n"))
+
+		code, _, errs = runExamples(ctx, "--endpoints=127.0.0.1:1", "--cacert=main.go", "--example=txn")
+		Expect(code).To(Equal(1))
+		Expect(errs).To(Equal("examples: TLS: CA certificate main.go holds no PEM certificate\n"))
+
+		code, _, errs = runExamples(ctx, "--endpoints=127.0.0.1:1", "--cert=main.go", "--example=txn")
+		Expect(code).To(Equal(1))
+		Expect(errs).To(ContainSubstring("needs both cert and key"))
+	})
+
+	It("rejects an unknown example with the list of valid ones, exit 2", func(ctx SpecContext) {
+		code, _, errs := runExamples(ctx, "--example=nope")
+		Expect(code).To(Equal(2))
+		Expect(errs).To(Equal("examples: unknown example \"nope\": valid ones are all, " + strings.Join(exampleNames(), ", ") + "\n"))
+	})
+
+	It("rejects malformed flags, exit 2", func(ctx SpecContext) {
+		code, _, errs := runExamples(ctx, "--user=root")
+		Expect(code).To(Equal(2))
+		Expect(errs).To(ContainSubstring(`--user must be user:password, got "root"`))
+		code, _, _ = runExamples(ctx, "--no-such-flag")
+		Expect(code).To(Equal(2))
+		code, _, errs = runExamples(ctx, "--dial-timeout=0s")
+		Expect(code).To(Equal(2))
+		Expect(errs).To(ContainSubstring("--dial-timeout must be positive"))
+	})
+})

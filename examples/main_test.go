@@ -61,7 +61,7 @@ var _ = Describe("the examples program", func() {
 		By("a wrong password: one clear line, exit 1")
 		code, _, errs = runExamples(ctx, append(tlsFlags, "--user=root:wrong", "--example=txn")...)
 		Expect(code).To(Equal(1))
-		Expect(errs).To(Equal("examples: etcd at " + c.Endpoint(0) + ": authentication failed: wrong user name or password\n"), errs)
+		Expect(errs).To(Equal("examples: etcd at "+c.Endpoint(0)+": authentication failed: wrong user name or password\n"), errs)
 
 		By("no client certificate: exit 1 naming the endpoint, no stack trace")
 		code, _, errs = runExamples(ctx, "--endpoints="+c.Endpoint(0), "--cacert="+f.CA, "--user=root:pw", "--dial-timeout=1s", "--example=txn")

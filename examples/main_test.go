@@ -10,7 +10,6 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/goleak"
 
 	"github.com/etcdkit/etcdkit/test/etcdtest"
 )
@@ -21,7 +20,7 @@ func TestExamples(t *testing.T) {
 }
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, etcdtest.LeakOptions()...)
+	etcdtest.VerifyTestMain(m)
 }
 
 // runExamples runs the program with args and returns its exit code, story and errors.

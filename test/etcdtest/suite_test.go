@@ -5,7 +5,6 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"go.uber.org/goleak"
 
 	"github.com/etcdkit/etcdkit/test/etcdtest"
 )
@@ -16,5 +15,5 @@ func TestEtcdtest(t *testing.T) {
 }
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, etcdtest.LeakOptions()...)
+	etcdtest.VerifyTestMain(m)
 }

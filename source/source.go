@@ -1,0 +1,444 @@
+package source
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Defaults of Options.
+const (
+	DefaultPageSize   = 1000
+	DefaultMinBackoff = 100 * time.Millisecond
+	DefaultMaxBackoff = 5 * time.Second
+)
+
+// EventType says whether a key was put or deleted.
+type EventType int
+
+const (
+	// Put is a created or updated key.
+	Put EventType = iota
+	// Delete is a deleted key.
+	Delete
+)
+
+func (t EventType) String() string {
+	if t == Delete {
+		return "DELETE"
+	}
+	return "PUT"
+}
+
+// Event is one change of a key under the prefix.
+type Event struct {
+	Type EventType
+	// Key is the full etcd key.
+	Key string
+	// KV is the key's new state; for a Delete its ModRevision is the deletion's revision
+	// and its Value is empty.
+	KV *mvccpb.KeyValue
+	// PrevKV is the key's previous state when known (nil for keys first seen in a list).
+	PrevKV *mvccpb.KeyValue
+	// Initial is true for events synthesised from a list (the initial one or a relist)
+	// rather than received from the watch.
+	Initial bool
+}
+
+// Handler receives the events of a source. It runs on the source's goroutine and must not
+// block.
+type Handler func(Event)
+
+// Predicate decides whether an event reaches the handler.
+type Predicate func(Event) bool
+
+// ValueChanged passes deletes and puts whose value differs from the previous one, dropping
+// writes that changed only the revision.
+func ValueChanged() Predicate {
+	return func(e Event) bool {
+		return e.Type == Delete || e.PrevKV == nil || !bytes.Equal(e.PrevKV.Value, e.KV.Value)
+	}
+}
+
+// Options configure a Source. The zero value is valid except for what New requires.
+type Options struct {
+	// PageSize is the number of keys read per request while listing. Default DefaultPageSize.
+	PageSize int64
+	// StartRevision, when positive, replays history: the cache starts from the state just
+	// before it and every event from it on is delivered. If that history was compacted the
+	// source falls back to a list at the current revision. Default 0: list now, watch after.
+	StartRevision int64
+	// Predicates filter events before the handler; all must pass.
+	Predicates []Predicate
+	// MinBackoff and MaxBackoff bound the wait before a broken watch is opened again.
+	// Defaults DefaultMinBackoff and DefaultMaxBackoff.
+	MinBackoff, MaxBackoff time.Duration
+	// Logger receives the source's logs. Default: discarded.
+	Logger logr.Logger
+}
+
+// Source lists and watches one prefix and keeps its cache. Create it with New, then Run it.
+type Source struct {
+	client *clientv3.Client
+	prefix string
+	opts   Options
+	log    logr.Logger
+
+	mu    sync.RWMutex
+	cache map[string]*mvccpb.KeyValue // guarded by mu
+	rev   int64                       // last seen revision, guarded by mu
+	stats Stats                       // guarded by mu
+
+	synced     chan struct{} // closed once the initial list is in the cache
+	syncedOnce sync.Once
+	running    sync.Mutex // held by Run: a source runs once at a time
+}
+
+// Stats counts what a source did, for tests and metrics.
+type Stats struct {
+	Lists      int // initial lists and relists
+	Relists    int // relists after a compaction
+	Resumes    int // watches opened again after a break
+	Duplicates int // events dropped as already seen
+}
+
+// New returns a source for every key under prefix. The prefix must not be empty.
+func New(client *clientv3.Client, prefix string, opts Options) (*Source, error) {
+	if client == nil {
+		return nil, errors.New("source: client must not be nil")
+	}
+	if prefix == "" {
+		return nil, errors.New("source: prefix must not be empty (it would watch the whole keyspace)")
+	}
+	if opts.PageSize < 0 {
+		return nil, fmt.Errorf("source: PageSize must not be negative, got %d", opts.PageSize)
+	}
+	if opts.StartRevision < 0 {
+		return nil, fmt.Errorf("source: StartRevision must not be negative, got %d", opts.StartRevision)
+	}
+	if opts.PageSize == 0 {
+		opts.PageSize = DefaultPageSize
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = DefaultMinBackoff
+	}
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = max(DefaultMaxBackoff, opts.MinBackoff)
+	}
+	return &Source{
+		client: client,
+		prefix: prefix,
+		opts:   opts,
+		log:    opts.Logger.WithValues("prefix", prefix),
+		cache:  map[string]*mvccpb.KeyValue{},
+		synced: make(chan struct{}),
+	}, nil
+}
+
+// Prefix returns the watched prefix.
+func (s *Source) Prefix() string { return s.prefix }
+
+// Run lists the prefix, then watches it until ctx ends, calling h for every event that
+// passes the predicates. Run again after a stop, it resumes from the last seen revision
+// (relisting if that history was compacted meanwhile). It returns ctx's error, or an error
+// if the source was already running. Transient etcd failures are retried with backoff,
+// never returned.
+func (s *Source) Run(ctx context.Context, h Handler) error {
+	if !s.running.TryLock() {
+		return errors.New("source: already running")
+	}
+	defer s.running.Unlock()
+	if h == nil {
+		return errors.New("source: handler must not be nil")
+	}
+	backoff := s.opts.MinBackoff
+	// next is the revision the next watch starts from; 0 means list first. A source run
+	// again after a stop resumes from what its cache has seen.
+	next := int64(0)
+	if s.HasSynced() {
+		next = s.Revision() + 1
+	}
+	for ctx.Err() == nil {
+		if next == 0 {
+			rev, err := s.list(ctx, h)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.Error(err, "listing failed, retrying", "backoff", backoff)
+				}
+				if !sleep(ctx, backoff) {
+					break
+				}
+				backoff = min(2*backoff, s.opts.MaxBackoff)
+				continue
+			}
+			next = rev + 1
+		}
+		progressed, err := s.watch(ctx, next, h)
+		if ctx.Err() != nil {
+			break
+		}
+		if progressed {
+			backoff = s.opts.MinBackoff
+		}
+		if errors.Is(err, rpctypes.ErrCompacted) {
+			s.log.Info("watch history compacted, relisting", "from", next)
+			s.mu.Lock()
+			s.stats.Relists++
+			s.mu.Unlock()
+			next = 0
+			continue
+		}
+		s.mu.Lock()
+		s.stats.Resumes++
+		next = s.rev + 1
+		s.mu.Unlock()
+		s.log.V(1).Info("watch broke, resuming", "from", next, "error", fmt.Sprint(err), "backoff", backoff)
+		if !sleep(ctx, backoff) {
+			break
+		}
+		backoff = min(2*backoff, s.opts.MaxBackoff)
+	}
+	return ctx.Err()
+}
+
+// list reads the prefix at one revision, page by page, and replaces the cache with it,
+// delivering a Put for every new or changed key and a Delete for every vanished one. It
+// returns the revision of the snapshot.
+func (s *Source) list(ctx context.Context, h Handler) (int64, error) {
+	rev := int64(0)
+	if start := s.opts.StartRevision; start > 0 && !s.HasSynced() {
+		rev = start - 1 // the state just before the replay starts
+	}
+	kvs, rev, err := s.readAll(ctx, rev)
+	if errors.Is(err, rpctypes.ErrCompacted) {
+		s.log.Info("start revision compacted, listing the current state instead", "startRevision", s.opts.StartRevision)
+		kvs, rev, err = s.readAll(ctx, 0)
+	}
+	if err != nil {
+		return 0, err
+	}
+	fresh := make(map[string]*mvccpb.KeyValue, len(kvs))
+	for _, kv := range kvs {
+		fresh[string(kv.Key)] = kv
+	}
+
+	s.mu.Lock()
+	old := s.cache
+	s.cache = fresh
+	s.rev = rev
+	s.stats.Lists++
+	s.mu.Unlock()
+
+	for _, kv := range kvs {
+		prev, had := old[string(kv.Key)]
+		if had && prev.ModRevision == kv.ModRevision {
+			continue // unchanged since the last list
+		}
+		e := Event{Type: Put, Key: string(kv.Key), KV: kv, Initial: true}
+		if had {
+			e.PrevKV = prev
+		}
+		s.deliver(h, e)
+	}
+	var gone []string
+	for k := range old {
+		if _, ok := fresh[k]; !ok {
+			gone = append(gone, k)
+		}
+	}
+	sort.Strings(gone)
+	for _, k := range gone {
+		prev := old[k]
+		s.deliver(h, Event{Type: Delete, Key: k, KV: &mvccpb.KeyValue{Key: prev.Key, ModRevision: rev}, PrevKV: prev, Initial: true})
+	}
+	s.syncedOnce.Do(func() { close(s.synced) })
+	return rev, nil
+}
+
+// readAll reads every key of the prefix at revision rev (0: the current one), in pages.
+func (s *Source) readAll(ctx context.Context, rev int64) ([]*mvccpb.KeyValue, int64, error) {
+	end := clientv3.GetPrefixRangeEnd(s.prefix)
+	from := s.prefix
+	var kvs []*mvccpb.KeyValue
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(s.opts.PageSize)}
+		if rev > 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := s.client.Get(ctx, from, opts...)
+		if err != nil {
+			return nil, 0, err
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision // later pages read the same snapshot
+		}
+		kvs = append(kvs, resp.Kvs...)
+		if !resp.More || len(resp.Kvs) == 0 {
+			return kvs, rev, nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// watch watches from revision from until the watch breaks or ctx ends, and returns the
+// reason. progressed says whether any response arrived (to reset the backoff).
+func (s *Source) watch(ctx context.Context, from int64, h Handler) (progressed bool, err error) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wc := s.client.Watch(wctx, s.prefix, clientv3.WithPrefix(), clientv3.WithRev(from),
+		clientv3.WithPrevKV(), clientv3.WithProgressNotify())
+	for wr := range wc {
+		if wr.CompactRevision != 0 {
+			return progressed, rpctypes.ErrCompacted
+		}
+		if err := wr.Err(); err != nil {
+			return progressed, err
+		}
+		progressed = true
+		if wr.IsProgressNotify() {
+			s.advance(wr.Header.Revision)
+			continue
+		}
+		for _, ev := range wr.Events {
+			s.apply(h, ev)
+		}
+	}
+	return progressed, errors.New("watch channel closed")
+}
+
+// advance moves the last seen revision forward.
+func (s *Source) advance(rev int64) {
+	s.mu.Lock()
+	if rev > s.rev {
+		s.rev = rev
+	}
+	s.mu.Unlock()
+}
+
+// apply takes one watch event into the cache and delivers it, unless it is a duplicate.
+func (s *Source) apply(h Handler, ev *clientv3.Event) {
+	key := string(ev.Kv.Key)
+	s.mu.Lock()
+	cached, had := s.cache[key]
+	if had && ev.Kv.ModRevision <= cached.ModRevision {
+		s.stats.Duplicates++
+		s.mu.Unlock()
+		return
+	}
+	if ev.Kv.ModRevision <= s.rev && !had && ev.Type == clientv3.EventTypeDelete {
+		// A delete of a key the cache does not hold, at or before what was seen: a replay.
+		s.stats.Duplicates++
+		s.mu.Unlock()
+		return
+	}
+	e := Event{Key: key, KV: ev.Kv, PrevKV: ev.PrevKv}
+	if ev.Type == clientv3.EventTypeDelete {
+		e.Type = Delete
+		delete(s.cache, key)
+	} else {
+		e.Type = Put
+		s.cache[key] = ev.Kv
+	}
+	if e.PrevKV == nil && had {
+		e.PrevKV = cached
+	}
+	if ev.Kv.ModRevision > s.rev {
+		s.rev = ev.Kv.ModRevision
+	}
+	s.mu.Unlock()
+	s.deliver(h, e)
+}
+
+func (s *Source) deliver(h Handler, e Event) {
+	for _, p := range s.opts.Predicates {
+		if !p(e) {
+			return
+		}
+	}
+	h(e)
+}
+
+// WaitForSync blocks until the initial list is in the cache or ctx ends.
+func (s *Source) WaitForSync(ctx context.Context) error {
+	select {
+	case <-s.synced:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("source %s: waiting for the initial list: %w", s.prefix, ctx.Err())
+	}
+}
+
+// HasSynced reports whether the initial list is in the cache.
+func (s *Source) HasSynced() bool {
+	select {
+	case <-s.synced:
+		return true
+	default:
+		return false
+	}
+}
+
+// Get returns the cached state of key. The returned value must not be modified.
+func (s *Source) Get(key string) (*mvccpb.KeyValue, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	kv, ok := s.cache[key]
+	return kv, ok
+}
+
+// List returns the cached keys under prefix (which must lie under the source's prefix, or
+// be empty for all), sorted by key. The returned values must not be modified.
+func (s *Source) List(prefix string) []*mvccpb.KeyValue {
+	s.mu.RLock()
+	out := make([]*mvccpb.KeyValue, 0, len(s.cache))
+	for k, kv := range s.cache {
+		if prefix == "" || (len(k) >= len(prefix) && k[:len(prefix)] == prefix) {
+			out = append(out, kv)
+		}
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return bytes.Compare(out[i].Key, out[j].Key) < 0 })
+	return out
+}
+
+// Len is the number of cached keys.
+func (s *Source) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.cache)
+}
+
+// Revision is the last revision the source has seen: every change up to it is in the cache.
+func (s *Source) Revision() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.rev
+}
+
+// Stats returns what the source has done so far.
+func (s *Source) Stats() Stats {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.stats
+}
+
+// sleep waits d or until ctx ends; it reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

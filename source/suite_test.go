@@ -1,0 +1,17 @@
+package source_test
+
+import (
+	"testing"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/etcdkit/etcdkit/test/etcdtest"
+)
+
+func TestSource(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "source")
+}
+
+func TestMain(m *testing.M) { etcdtest.VerifyTestMain(m) }

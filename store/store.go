@@ -1,0 +1,306 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdkit/etcdkit/source"
+)
+
+// Defaults of Options.
+const (
+	DefaultMutateAttempts   = 10
+	DefaultMutateMinBackoff = 5 * time.Millisecond
+	DefaultMutateMaxBackoff = time.Second
+)
+
+// Meta is what etcd knows of a stored object.
+type Meta struct {
+	Key            string
+	CreateRevision int64
+	ModRevision    int64
+	Version        int64
+	Lease          int64
+}
+
+// Object is a decoded object with its metadata.
+type Object[T any] struct {
+	Meta
+	Value T
+}
+
+// Options configure a Store. The zero value is valid.
+type Options[T any] struct {
+	// Codec encodes and decodes values. Default JSON.
+	Codec Codec[T]
+	// Cache, when set, is a source over the store's prefix (or a wider one) that Cached
+	// and CachedList read instead of etcd.
+	Cache *source.Source
+	// MutateAttempts bounds Mutate's retries on conflict. Default DefaultMutateAttempts.
+	MutateAttempts int
+	// Logger receives the store's logs. Default: discarded.
+	Logger logr.Logger
+	// OnFenced, when set, is called for every write refused because its fence no longer
+	// held (a metric, typically).
+	OnFenced func()
+}
+
+// Store reads and writes objects of type T under a prefix. It is safe for concurrent use.
+type Store[T any] struct {
+	client *clientv3.Client
+	prefix string
+	opts   Options[T]
+}
+
+// New returns a store of the objects under prefix, which must not be empty.
+func New[T any](client *clientv3.Client, prefix string, opts Options[T]) (*Store[T], error) {
+	if client == nil {
+		return nil, errors.New("store: client must not be nil")
+	}
+	if prefix == "" {
+		return nil, errors.New("store: prefix must not be empty")
+	}
+	if opts.MutateAttempts < 0 {
+		return nil, fmt.Errorf("store: MutateAttempts must not be negative, got %d", opts.MutateAttempts)
+	}
+	if opts.Codec == nil {
+		opts.Codec = JSON[T]{}
+	}
+	if opts.MutateAttempts == 0 {
+		opts.MutateAttempts = DefaultMutateAttempts
+	}
+	if opts.Cache != nil && !strings.HasPrefix(prefix, opts.Cache.Prefix()) {
+		return nil, fmt.Errorf("store: cache prefix %q does not cover the store prefix %q", opts.Cache.Prefix(), prefix)
+	}
+	return &Store[T]{client: client, prefix: prefix, opts: opts}, nil
+}
+
+// Prefix returns the store's prefix.
+func (s *Store[T]) Prefix() string { return s.prefix }
+
+// Key returns the full key of a name under the prefix.
+func (s *Store[T]) Key(name string) string { return s.prefix + name }
+
+func (s *Store[T]) checkKey(key string) error {
+	if !strings.HasPrefix(key, s.prefix) || len(key) == len(s.prefix) {
+		return fmt.Errorf("store: key %q is not under the store's prefix %q", key, s.prefix)
+	}
+	return nil
+}
+
+// decode turns a stored key-value into an object.
+func (s *Store[T]) decode(kv *mvccpb.KeyValue) (*Object[T], error) {
+	obj := &Object[T]{Meta: metaOf(kv)}
+	if err := s.opts.Codec.Decode(kv.Value, &obj.Value); err != nil {
+		return nil, &DecodeError{Key: obj.Key, ModRevision: kv.ModRevision, Err: err}
+	}
+	return obj, nil
+}
+
+// Get reads key from etcd (a linearizable read).
+func (s *Store[T]) Get(ctx context.Context, key string) (*Object[T], error) {
+	if err := s.checkKey(key); err != nil {
+		return nil, err
+	}
+	resp, err := s.client.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("store: reading %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
+	}
+	return s.decode(resp.Kvs[0])
+}
+
+// List reads every object under the prefix from etcd, at one revision. Objects that do not
+// decode are left out and reported together in the error (each a *DecodeError); the others
+// are returned.
+func (s *Store[T]) List(ctx context.Context) ([]*Object[T], error) {
+	resp, err := s.client.Get(ctx, s.prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("store: listing %s: %w", s.prefix, err)
+	}
+	return s.decodeAll(resp.Kvs)
+}
+
+func (s *Store[T]) decodeAll(kvs []*mvccpb.KeyValue) ([]*Object[T], error) {
+	out := make([]*Object[T], 0, len(kvs))
+	var errs []error
+	for _, kv := range kvs {
+		obj, err := s.decode(kv)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, obj)
+	}
+	return out, errors.Join(errs...)
+}
+
+// Cached reads key from the cache source of Options. It fails if the store has no cache.
+func (s *Store[T]) Cached(key string) (*Object[T], error) {
+	if s.opts.Cache == nil {
+		return nil, errors.New("store: no cache configured (Options.Cache)")
+	}
+	if err := s.checkKey(key); err != nil {
+		return nil, err
+	}
+	kv, ok := s.opts.Cache.Get(key)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
+	}
+	return s.decode(kv)
+}
+
+// CachedList lists the prefix from the cache source of Options, like List.
+func (s *Store[T]) CachedList() ([]*Object[T], error) {
+	if s.opts.Cache == nil {
+		return nil, errors.New("store: no cache configured (Options.Cache)")
+	}
+	return s.decodeAll(s.opts.Cache.List(s.prefix))
+}
+
+// Create writes a new object; it fails with ErrExists if key is there already.
+func (s *Store[T]) Create(ctx context.Context, key string, value *T) (*Object[T], error) {
+	obj, err := s.write(ctx, key, value, clientv3.Compare(clientv3.CreateRevision(key), "=", 0), 0)
+	var ce *ConflictError[T]
+	if errors.As(err, &ce) {
+		return nil, fmt.Errorf("%w: %s (created at revision %d)", ErrExists, key, ce.Current.CreateRevision)
+	}
+	return obj, err
+}
+
+// Update replaces the object at key if its ModRevision is still modRevision; otherwise it
+// returns a *ConflictError with the current state and writes nothing.
+func (s *Store[T]) Update(ctx context.Context, key string, value *T, modRevision int64) (*Object[T], error) {
+	if modRevision <= 0 {
+		return nil, fmt.Errorf("store: Update of %s needs the mod revision that was read, got %d", key, modRevision)
+	}
+	return s.write(ctx, key, value, clientv3.Compare(clientv3.ModRevision(key), "=", modRevision), modRevision)
+}
+
+// Delete deletes key if its ModRevision is still modRevision (a *ConflictError otherwise);
+// a modRevision of 0 deletes whatever is there. Deleting a missing key with modRevision 0
+// succeeds.
+func (s *Store[T]) Delete(ctx context.Context, key string, modRevision int64) error {
+	if err := s.checkKey(key); err != nil {
+		return err
+	}
+	if modRevision < 0 {
+		return fmt.Errorf("store: Delete of %s: mod revision must not be negative, got %d", key, modRevision)
+	}
+	var conds []clientv3.Cmp
+	if modRevision > 0 {
+		conds = append(conds, clientv3.Compare(clientv3.ModRevision(key), "=", modRevision))
+	}
+	_, err := s.commit(ctx, key, conds, []clientv3.Op{clientv3.OpDelete(key)}, modRevision)
+	return err
+}
+
+// Mutate reads key, applies fn to its value and writes the result if nothing moved
+// meanwhile, retrying on conflict with backoff (5 ms doubling, up to MutateAttempts). fn
+// may run several times and must only change the value it is given; an error from fn
+// ends Mutate with that error and writes nothing.
+func (s *Store[T]) Mutate(ctx context.Context, key string, fn func(*T) error) (*Object[T], error) {
+	backoff := DefaultMutateMinBackoff
+	var last error
+	for attempt := 0; attempt < s.opts.MutateAttempts; attempt++ {
+		cur, err := s.Get(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		if err := fn(&cur.Value); err != nil {
+			return nil, err
+		}
+		obj, err := s.Update(ctx, key, &cur.Value, cur.ModRevision)
+		if !errors.Is(err, ErrConflict) {
+			return obj, err
+		}
+		last = err
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, DefaultMutateMaxBackoff)
+	}
+	return nil, fmt.Errorf("store: Mutate of %s gave up after %d conflicts: %w", key, s.opts.MutateAttempts, last)
+}
+
+// write encodes value and puts it under cond.
+func (s *Store[T]) write(ctx context.Context, key string, value *T, cond clientv3.Cmp, expected int64) (*Object[T], error) {
+	if err := s.checkKey(key); err != nil {
+		return nil, err
+	}
+	if value == nil {
+		return nil, fmt.Errorf("store: writing %s: value must not be nil", key)
+	}
+	data, err := s.opts.Codec.Encode(value)
+	if err != nil {
+		return nil, fmt.Errorf("store: encoding %s: %w", key, err)
+	}
+	// The Get after the Put, in the same transaction, returns the new metadata.
+	resp, err := s.commit(ctx, key, []clientv3.Cmp{cond}, []clientv3.Op{clientv3.OpPut(key, string(data)), clientv3.OpGet(key)}, expected)
+	if err != nil {
+		return nil, err
+	}
+	kv := resp.Responses[1].GetResponseRange().Kvs[0]
+	return &Object[T]{Meta: metaOf(kv), Value: *value}, nil
+}
+
+// commit runs ops if conds hold and the context's fence holds, and returns the answer of
+// the ops. With a fence the transaction nests: the outer one checks the fence, the inner
+// one the preconditions, so that the answer tells a lost fence (ErrFenced) from a moved
+// object (ErrConflict).
+func (s *Store[T]) commit(ctx context.Context, key string, conds []clientv3.Cmp, ops []clientv3.Op, expected int64) (*clientv3.TxnResponse, error) {
+	orElse := clientv3.OpGet(key)
+	var inner *clientv3.TxnResponse
+	if fence, fenced := FenceFrom(ctx); !fenced {
+		resp, err := s.client.Txn(ctx).If(conds...).Then(ops...).Else(orElse).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("store: writing %s: %w", key, err)
+		}
+		inner = resp
+	} else {
+		resp, err := s.client.Txn(ctx).
+			If(fence.Cmps...).
+			Then(clientv3.OpTxn(conds, ops, []clientv3.Op{orElse})).
+			Commit()
+		if err != nil {
+			return nil, fmt.Errorf("store: writing %s: %w", key, err)
+		}
+		if !resp.Succeeded {
+			if s.opts.OnFenced != nil {
+				s.opts.OnFenced()
+			}
+			s.opts.Logger.Info("write fenced", "key", key, "fence", fence.Holder)
+			return nil, &FencedError{Key: key, Holder: fence.Holder}
+		}
+		inner = &clientv3.TxnResponse{Header: resp.Header, Succeeded: resp.Responses[0].GetResponseTxn().Succeeded, Responses: resp.Responses[0].GetResponseTxn().Responses}
+	}
+	if inner.Succeeded {
+		return inner, nil
+	}
+	ce := &ConflictError[T]{Key: key, Expected: expected}
+	if kvs := inner.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
+		cur, err := s.decode(kvs[0])
+		if err != nil {
+			cur = &Object[T]{Meta: metaOf(kvs[0])} // the state is known even if the value is not
+		}
+		ce.Current = cur
+	}
+	return nil, ce
+}
+
+func metaOf(kv *mvccpb.KeyValue) Meta {
+	return Meta{Key: string(kv.Key), CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version, Lease: kv.Lease}
+}

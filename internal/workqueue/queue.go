@@ -22,8 +22,9 @@ type Options struct {
 }
 
 // Queue is a deduplicating work queue with delays and per-key exponential backoff. It is
-// safe for concurrent use. Its background goroutine (started by New) moves delayed keys in
-// when they are due and ends at ShutDown.
+// safe for concurrent use. Its background goroutine, started by the first delayed add,
+// moves delayed keys in when they are due and ends at ShutDown; a queue that never delayed
+// a key has no goroutine.
 type Queue[T comparable] struct {
 	base, max time.Duration
 
@@ -43,6 +44,7 @@ type Queue[T comparable] struct {
 	index    map[T]*delayed[T]
 	failures map[T]int
 	shutdown bool
+	looping  bool          // the delay loop was started
 	wake     chan struct{} // nudges the delay loop when an earlier deadline arrives
 	done     chan struct{} // closed when the delay loop has ended
 
@@ -70,7 +72,7 @@ func (NopMetrics) Adds()                      {}
 func (NopMetrics) Retries()                   {}
 func (NopMetrics) QueueLatency(time.Duration) {}
 
-// New returns a running queue; ShutDown stops it.
+// New returns a queue; ShutDown stops it.
 func New[T comparable](opts Options, m Metrics) *Queue[T] {
 	if opts.BaseDelay <= 0 {
 		opts.BaseDelay = DefaultBaseDelay
@@ -94,7 +96,6 @@ func New[T comparable](opts Options, m Metrics) *Queue[T] {
 		metrics:    m,
 	}
 	q.cond = sync.NewCond(&q.mu)
-	go q.delayLoop()
 	return q
 }
 
@@ -135,6 +136,10 @@ func (q *Queue[T]) AddAfter(key T, d time.Duration) {
 	defer q.mu.Unlock()
 	if q.shutdown {
 		return
+	}
+	if !q.looping {
+		q.looping = true
+		go q.delayLoop()
 	}
 	at := time.Now().Add(d)
 	if w, ok := q.index[key]; ok {
@@ -247,6 +252,7 @@ func (q *Queue[T]) Processing() int {
 // delay loop to end.
 func (q *Queue[T]) ShutDown() {
 	q.mu.Lock()
+	looping := q.looping
 	if !q.shutdown {
 		q.shutdown = true
 		q.queue = nil
@@ -258,7 +264,9 @@ func (q *Queue[T]) ShutDown() {
 		close(q.wake)
 	}
 	q.mu.Unlock()
-	<-q.done
+	if looping {
+		<-q.done
+	}
 }
 
 // ShuttingDown reports whether ShutDown was called.

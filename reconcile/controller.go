@@ -1,0 +1,333 @@
+package reconcile
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/etcdkit/etcdkit/internal/metrics"
+	"github.com/etcdkit/etcdkit/internal/workqueue"
+	"github.com/etcdkit/etcdkit/source"
+	"github.com/etcdkit/etcdkit/store"
+)
+
+// Defaults of Options.
+const (
+	DefaultMaxConcurrentReconciles = 1
+	DefaultBaseDelay               = workqueue.DefaultBaseDelay
+	DefaultMaxDelay                = 1000 * time.Second
+	DefaultGracefulShutdownTimeout = 30 * time.Second
+	DefaultSyncTimeout             = 2 * time.Minute
+)
+
+// Gate decides whether this process may reconcile a request now, and under which fence.
+// A manager provides one for leader-only and for sharded controllers.
+type Gate interface {
+	// Admit is called when a worker takes req. ok false drops the request: another
+	// process reconciles it. done, when not nil, is called after the reconcile ends.
+	Admit(req Request) (fence store.Fence, done func(), ok bool)
+}
+
+// Options configure a Controller.
+type Options struct {
+	// Name identifies the controller in logs and metrics. Required.
+	Name string
+	// MaxConcurrentReconciles is the number of workers. Default 1.
+	MaxConcurrentReconciles int
+	// ReconcileTimeout, when positive, bounds each reconcile's context. Default: none.
+	ReconcileTimeout time.Duration
+	// BaseDelay and MaxDelay bound the per-key backoff after errors. Defaults 5 ms and
+	// 1000 s.
+	BaseDelay, MaxDelay time.Duration
+	// GracefulShutdownTimeout is how long Start waits, after its context ends, for
+	// reconciles in flight before it cancels their contexts. Default 30 s.
+	GracefulShutdownTimeout time.Duration
+	// SyncTimeout bounds the wait for the sources' initial lists. Default 2 min.
+	SyncTimeout time.Duration
+	// Gate admits requests and gives their fence. Default: every request, unfenced.
+	Gate Gate
+	// Logger receives the controller's logs. Default: discarded.
+	Logger logr.Logger
+	// Metrics receives the controller's series. Default: a private registry.
+	Metrics *metrics.Registry
+}
+
+// Controller runs a Reconciler for the requests its sources produce.
+type Controller struct {
+	name string
+	r    Reconciler
+	opts Options
+	log  logr.Logger
+	m    *metrics.Registry
+
+	queue *workqueue.Queue[string]
+
+	mu      sync.Mutex
+	watches []watch
+	started bool
+}
+
+type watch struct {
+	src *source.Source
+	h   EventHandler
+}
+
+// New returns a controller; Watch adds its sources and Start runs it.
+func New(opts Options, r Reconciler) (*Controller, error) {
+	if opts.Name == "" {
+		return nil, errors.New("reconcile: controller Name must not be empty")
+	}
+	if r == nil {
+		return nil, fmt.Errorf("reconcile: controller %q: reconciler must not be nil", opts.Name)
+	}
+	if opts.MaxConcurrentReconciles < 0 {
+		return nil, fmt.Errorf("reconcile: controller %q: MaxConcurrentReconciles must be at least 1, got %d", opts.Name, opts.MaxConcurrentReconciles)
+	}
+	if opts.ReconcileTimeout < 0 || opts.GracefulShutdownTimeout < 0 || opts.BaseDelay < 0 || opts.MaxDelay < 0 || opts.SyncTimeout < 0 {
+		return nil, fmt.Errorf("reconcile: controller %q: durations must not be negative", opts.Name)
+	}
+	if opts.MaxConcurrentReconciles == 0 {
+		opts.MaxConcurrentReconciles = DefaultMaxConcurrentReconciles
+	}
+	if opts.BaseDelay == 0 {
+		opts.BaseDelay = DefaultBaseDelay
+	}
+	if opts.MaxDelay == 0 {
+		opts.MaxDelay = DefaultMaxDelay
+	}
+	if opts.GracefulShutdownTimeout == 0 {
+		opts.GracefulShutdownTimeout = DefaultGracefulShutdownTimeout
+	}
+	if opts.SyncTimeout == 0 {
+		opts.SyncTimeout = DefaultSyncTimeout
+	}
+	m := opts.Metrics
+	if m == nil {
+		var err error
+		if m, err = metrics.New(prometheus.NewRegistry()); err != nil {
+			return nil, err
+		}
+	}
+	c := &Controller{
+		name: opts.Name,
+		r:    r,
+		opts: opts,
+		log:  opts.Logger.WithValues("controller", opts.Name),
+		m:    m,
+	}
+	c.queue = workqueue.New[string](workqueue.Options{BaseDelay: opts.BaseDelay, MaxDelay: opts.MaxDelay}, m.Queue(opts.Name))
+	m.MaxConcurrentReconciles.WithLabelValues(opts.Name).Set(float64(opts.MaxConcurrentReconciles))
+	return c, nil
+}
+
+// Name returns the controller's name.
+func (c *Controller) Name() string { return c.name }
+
+// Watch feeds the controller from src: every event passes through h (EnqueueKey when nil)
+// and the requests it returns are queued. Watch must be called before Start; Start runs
+// the source.
+func (c *Controller) Watch(src *source.Source, h EventHandler) error {
+	if src == nil {
+		return fmt.Errorf("reconcile: controller %q: source must not be nil", c.name)
+	}
+	if h == nil {
+		h = EnqueueKey()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.started {
+		return fmt.Errorf("reconcile: controller %q: Watch after Start", c.name)
+	}
+	c.watches = append(c.watches, watch{src: src, h: h})
+	return nil
+}
+
+// Enqueue adds a request to the queue, as a source event would.
+func (c *Controller) Enqueue(req Request) { c.queue.Add(req.Key) }
+
+// QueueLen is the number of requests waiting for a worker.
+func (c *Controller) QueueLen() int { return c.queue.Len() }
+
+// HasSynced reports whether every source has its initial list.
+func (c *Controller) HasSynced() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, w := range c.watches {
+		if !w.src.HasSynced() {
+			return false
+		}
+	}
+	return true
+}
+
+// Start runs the sources, waits for their initial lists, and runs the workers until ctx
+// ends. Then it stops taking work, waits up to GracefulShutdownTimeout for reconciles in
+// flight, cancels those still running, and returns once every goroutine it started has
+// ended. It returns nil after a clean stop.
+func (c *Controller) Start(ctx context.Context) error {
+	c.mu.Lock()
+	if c.started {
+		c.mu.Unlock()
+		return fmt.Errorf("reconcile: controller %q already started", c.name)
+	}
+	c.started = true
+	watches := append([]watch(nil), c.watches...)
+	c.mu.Unlock()
+
+	// Sources run on goroutines of their own until srcCtx ends (at the end of Start).
+	srcCtx, stopSources := context.WithCancel(ctx)
+	var srcWG sync.WaitGroup
+	for _, w := range watches {
+		srcWG.Add(1)
+		go func() {
+			defer srcWG.Done()
+			_ = w.src.Run(srcCtx, func(e source.Event) {
+				for _, req := range w.h(e) {
+					c.queue.Add(req.Key)
+				}
+			})
+		}()
+	}
+	defer func() {
+		stopSources()
+		srcWG.Wait()
+	}()
+
+	syncCtx, cancelSync := context.WithTimeout(ctx, c.opts.SyncTimeout)
+	for _, w := range watches {
+		if err := w.src.WaitForSync(syncCtx); err != nil {
+			cancelSync()
+			c.queue.ShutDown()
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("reconcile: controller %q: %w", c.name, err)
+		}
+	}
+	cancelSync()
+	c.log.Info("starting workers", "workers", c.opts.MaxConcurrentReconciles)
+
+	// Reconciles run on workCtx, which outlives ctx by the graceful shutdown timeout so
+	// that a reconcile in flight can finish its writes.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	var workers sync.WaitGroup
+	for i := 0; i < c.opts.MaxConcurrentReconciles; i++ {
+		workers.Add(1)
+		go func() { // a worker: ends when the queue shuts down
+			defer workers.Done()
+			for c.processNext(workCtx) {
+			}
+		}()
+	}
+
+	<-ctx.Done()
+	c.log.Info("stopping: no new work, waiting for reconciles in flight", "timeout", c.opts.GracefulShutdownTimeout)
+	c.queue.ShutDown()
+	idle := make(chan struct{})
+	go func() { workers.Wait(); close(idle) }()
+	select {
+	case <-idle:
+	case <-time.After(c.opts.GracefulShutdownTimeout):
+		c.log.Info("graceful shutdown timeout: cancelling reconciles in flight")
+		cancelWork()
+		<-idle
+	}
+	return nil
+}
+
+// processNext reconciles one request; it returns false once the queue is shut down.
+func (c *Controller) processNext(ctx context.Context) bool {
+	key, shutdown := c.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer c.queue.Done(key)
+	req := Request{Key: key}
+
+	fence, fenced := store.Fence{}, false
+	if c.opts.Gate != nil {
+		f, done, ok := c.opts.Gate.Admit(req)
+		if !ok {
+			c.queue.Forget(key)
+			return true
+		}
+		if done != nil {
+			defer done()
+		}
+		fence, fenced = f, true
+	}
+
+	id := newReconcileID()
+	log := c.log.WithValues("key", key, "reconcileID", id)
+	rctx := logr.NewContext(ctx, log)
+	if fenced {
+		rctx = store.WithFence(rctx, fence)
+	}
+	if c.opts.ReconcileTimeout > 0 {
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithTimeout(rctx, c.opts.ReconcileTimeout)
+		defer cancel()
+	}
+
+	active := c.m.ActiveWorkers.WithLabelValues(c.name)
+	active.Inc()
+	start := time.Now()
+	res, err := c.reconcile(rctx, req)
+	c.m.ReconcileTime.WithLabelValues(c.name).Observe(time.Since(start).Seconds())
+	active.Dec()
+
+	switch {
+	case err != nil && IsTerminal(err):
+		c.queue.Forget(key)
+		c.m.ReconcileTotal.WithLabelValues(c.name, "error").Inc()
+		c.m.ReconcileErrors.WithLabelValues(c.name).Inc()
+		c.m.TerminalReconcileErrors.WithLabelValues(c.name).Inc()
+		log.Error(err, "reconcile failed terminally; not retried until the key changes")
+	case err != nil:
+		c.m.ReconcileTotal.WithLabelValues(c.name, "error").Inc()
+		c.m.ReconcileErrors.WithLabelValues(c.name).Inc()
+		if errors.Is(err, store.ErrFenced) {
+			c.m.FencedWrites.WithLabelValues(c.name).Inc()
+		}
+		log.Error(err, "reconcile failed; retrying with backoff", "retries", c.queue.NumRequeues(key))
+		c.queue.AddRateLimited(key)
+	case res.RequeueAfter > 0:
+		c.queue.Forget(key)
+		c.m.ReconcileTotal.WithLabelValues(c.name, "requeue_after").Inc()
+		c.queue.AddAfter(key, res.RequeueAfter)
+	case res.Requeue:
+		c.m.ReconcileTotal.WithLabelValues(c.name, "requeue").Inc()
+		c.queue.AddRateLimited(key)
+	default:
+		c.queue.Forget(key)
+		c.m.ReconcileTotal.WithLabelValues(c.name, "success").Inc()
+	}
+	return true
+}
+
+// reconcile calls the reconciler, turning a panic into an error.
+func (c *Controller) reconcile(ctx context.Context, req Request) (res Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.m.ReconcilePanics.WithLabelValues(c.name).Inc()
+			LoggerFrom(ctx).Error(fmt.Errorf("%v", p), "reconciler panicked", "stack", string(debug.Stack()))
+			err = fmt.Errorf("reconcile: panic in reconciler for %s: %v", req.Key, p)
+		}
+	}()
+	return c.r.Reconcile(ctx, req)
+}
+
+func newReconcileID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

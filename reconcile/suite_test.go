@@ -1,0 +1,17 @@
+package reconcile_test
+
+import (
+	"testing"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/etcdkit/etcdkit/test/etcdtest"
+)
+
+func TestReconcile(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "reconcile")
+}
+
+func TestMain(m *testing.M) { etcdtest.VerifyTestMain(m) }

@@ -261,8 +261,9 @@ var _ = Describe("a controller", func() {
 			Expect(err).NotTo(HaveOccurred())
 		}
 		Eventually(func() any { v, _ := results.Load("/g/a"); return v }).Should(BeNil())
-		Eventually(func() int { return rec.count("/g/a") }).Should(Equal(1))
-		Consistently(func() int { return rec.count("/g/not-mine") }, 200*time.Millisecond).Should(BeZero())
+		// Its own status write wakes it once more, and Mutate writes nothing then: no loop.
+		Consistently(func() int { return rec.count("/g/a") }, 200*time.Millisecond).Should(BeNumerically("<=", 2))
+		Expect(rec.count("/g/not-mine")).To(BeZero())
 
 		_, err = cli.Revoke(ctx, lease.ID) // ownership lost
 		Expect(err).NotTo(HaveOccurred())

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -205,21 +206,39 @@ func (s *Store[T]) Delete(ctx context.Context, key string, modRevision int64) er
 }
 
 // Mutate reads key, applies fn to its value and writes the result if nothing moved
-// meanwhile, retrying on conflict with backoff (5 ms doubling, up to MutateAttempts). fn
-// may run several times and must only change the value it is given; an error from fn
-// ends Mutate with that error and writes nothing.
+// meanwhile, retrying on conflict with backoff (5 ms doubling, up to MutateAttempts). When
+// fn leaves the encoded value unchanged nothing is written, so a reconciler that mutates
+// its own key does not wake itself up again. fn may run several times and must only change
+// the value it is given; an error from fn ends Mutate with that error and writes nothing.
 func (s *Store[T]) Mutate(ctx context.Context, key string, fn func(*T) error) (*Object[T], error) {
+	if err := s.checkKey(key); err != nil {
+		return nil, err
+	}
 	backoff := DefaultMutateMinBackoff
 	var last error
 	for attempt := 0; attempt < s.opts.MutateAttempts; attempt++ {
-		cur, err := s.Get(ctx, key)
+		resp, err := s.client.Get(ctx, key)
+		if err != nil {
+			return nil, fmt.Errorf("store: reading %s: %w", key, err)
+		}
+		if len(resp.Kvs) == 0 {
+			return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
+		}
+		cur, err := s.decode(resp.Kvs[0])
 		if err != nil {
 			return nil, err
 		}
 		if err := fn(&cur.Value); err != nil {
 			return nil, err
 		}
-		obj, err := s.Update(ctx, key, &cur.Value, cur.ModRevision)
+		data, err := s.opts.Codec.Encode(&cur.Value)
+		if err != nil {
+			return nil, fmt.Errorf("store: encoding %s: %w", key, err)
+		}
+		if bytes.Equal(data, resp.Kvs[0].Value) {
+			return cur, nil
+		}
+		obj, err := s.put(ctx, key, data, &cur.Value, clientv3.Compare(clientv3.ModRevision(key), "=", cur.ModRevision), cur.ModRevision)
 		if !errors.Is(err, ErrConflict) {
 			return obj, err
 		}
@@ -248,6 +267,11 @@ func (s *Store[T]) write(ctx context.Context, key string, value *T, cond clientv
 	if err != nil {
 		return nil, fmt.Errorf("store: encoding %s: %w", key, err)
 	}
+	return s.put(ctx, key, data, value, cond, expected)
+}
+
+// put writes encoded data under cond and returns the object with its new metadata.
+func (s *Store[T]) put(ctx context.Context, key string, data []byte, value *T, cond clientv3.Cmp, expected int64) (*Object[T], error) {
 	// The Get after the Put, in the same transaction, returns the new metadata.
 	resp, err := s.commit(ctx, key, []clientv3.Cmp{cond}, []clientv3.Op{clientv3.OpPut(key, string(data)), clientv3.OpGet(key)}, expected)
 	if err != nil {

@@ -103,6 +103,14 @@ var _ = Describe("a store", func() {
 		Expect(got.Value.Count).To(Equal(writers * each))
 	})
 
+	It("Mutate writes nothing when fn leaves the value as it was", func(ctx SpecContext) {
+		v, err := s.Create(ctx, "/jobs/same", &job{Phase: "a"})
+		Expect(err).NotTo(HaveOccurred())
+		got, err := s.Mutate(ctx, "/jobs/same", func(j *job) error { j.Phase = "a"; return nil })
+		Expect(err).NotTo(HaveOccurred())
+		Expect(got.ModRevision).To(Equal(v.ModRevision))
+	})
+
 	It("Mutate stops at fn's error and writes nothing", func(ctx SpecContext) {
 		v, err := s.Create(ctx, "/jobs/m", &job{Phase: "a"})
 		Expect(err).NotTo(HaveOccurred())

@@ -28,12 +28,15 @@ const (
 	DefaultSyncTimeout             = 2 * time.Minute
 )
 
-// Gate decides whether this process may reconcile a request now, and under which fence.
+// Gate decides whether this process may reconcile a request now, and in which context.
 // A manager provides one for leader-only and for sharded controllers.
 type Gate interface {
-	// Admit is called when a worker takes req. ok false drops the request: another
-	// process reconciles it. done, when not nil, is called after the reconcile ends.
-	Admit(req Request) (fence store.Fence, done func(), ok bool)
+	// Admit is called when a worker takes req, with the reconcile's context. ok false
+	// drops the request: another process reconciles it (a gate that admits again later
+	// calls Controller.Resync then). Otherwise the returned context, derived from ctx,
+	// carries the fence of the ownership (store.WithFence) and ends when the ownership
+	// does; done, when not nil, is called after the reconcile ends.
+	Admit(ctx context.Context, req Request) (rctx context.Context, done func(), ok bool)
 }
 
 // Options configure a Controller.
@@ -150,11 +153,39 @@ func (c *Controller) Watch(src *source.Source, h EventHandler) error {
 	return nil
 }
 
+// Sources returns the controller's sources, in the order of Watch: their caches serve
+// reconcilers (Source.Get, Source.List, store.Options.Cache).
+func (c *Controller) Sources() []*source.Source {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]*source.Source, len(c.watches))
+	for i, w := range c.watches {
+		out[i] = w.src
+	}
+	return out
+}
+
 // Enqueue adds a request to the queue, as a source event would.
 func (c *Controller) Enqueue(req Request) { c.queue.Add(req.Key) }
 
 // QueueLen is the number of requests waiting for a worker.
 func (c *Controller) QueueLen() int { return c.queue.Len() }
+
+// Resync queues every key that the sources' caches hold, through the handlers, as the
+// initial lists did: a level-triggered pass over the whole state. A gate calls it when it
+// starts admitting requests that it dropped before.
+func (c *Controller) Resync() {
+	c.mu.Lock()
+	watches := append([]watch(nil), c.watches...)
+	c.mu.Unlock()
+	for _, w := range watches {
+		for _, kv := range w.src.List("") {
+			for _, req := range w.h(source.Event{Type: source.Put, Key: string(kv.Key), KV: kv, Initial: true}) {
+				c.queue.Add(req.Key)
+			}
+		}
+	}
+}
 
 // HasSynced reports whether every source has its initial list.
 func (c *Controller) HasSynced() bool {
@@ -253,9 +284,9 @@ func (c *Controller) processNext(ctx context.Context) bool {
 	defer c.queue.Done(key)
 	req := Request{Key: key}
 
-	fence, fenced := store.Fence{}, false
+	rctx := ctx
 	if c.opts.Gate != nil {
-		f, done, ok := c.opts.Gate.Admit(req)
+		gctx, done, ok := c.opts.Gate.Admit(ctx, req)
 		if !ok {
 			c.queue.Forget(key)
 			return true
@@ -263,15 +294,12 @@ func (c *Controller) processNext(ctx context.Context) bool {
 		if done != nil {
 			defer done()
 		}
-		fence, fenced = f, true
+		rctx = gctx
 	}
 
 	id := newReconcileID()
 	log := c.log.WithValues("key", key, "reconcileID", id)
-	rctx := logr.NewContext(ctx, log)
-	if fenced {
-		rctx = store.WithFence(rctx, fence)
-	}
+	rctx = logr.NewContext(rctx, log)
 	if c.opts.ReconcileTimeout > 0 {
 		var cancel context.CancelFunc
 		rctx, cancel = context.WithTimeout(rctx, c.opts.ReconcileTimeout)

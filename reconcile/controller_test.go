@@ -251,8 +251,8 @@ var _ = Describe("a controller", func() {
 			}
 			return reconcile.Result{}, err
 		})
-		gate := gateFunc(func(req reconcile.Request) (store.Fence, func(), bool) {
-			return fence, nil, req.Key != "/g/not-mine"
+		gate := gateFunc(func(ctx context.Context, req reconcile.Request) (context.Context, func(), bool) {
+			return store.WithFence(ctx, fence), nil, req.Key != "/g/not-mine"
 		})
 		_, _, stop := start(cli, "/g/", reconcile.Options{Name: "gated", Gate: gate, Logger: GinkgoLogr}, r)
 		defer stop()
@@ -330,6 +330,8 @@ var _ = Describe("a controller", func() {
 	})
 })
 
-type gateFunc func(reconcile.Request) (store.Fence, func(), bool)
+type gateFunc func(context.Context, reconcile.Request) (context.Context, func(), bool)
 
-func (g gateFunc) Admit(req reconcile.Request) (store.Fence, func(), bool) { return g(req) }
+func (g gateFunc) Admit(ctx context.Context, req reconcile.Request) (context.Context, func(), bool) {
+	return g(ctx, req)
+}

@@ -9,7 +9,7 @@ import (
 // example is one story of the guide.
 type example struct {
 	name    string
-	section string // the guide's section
+	section string // the guide's section; "" for what goes beyond the guide
 	summary string
 	run     func(ctx context.Context, e *env) error
 }
@@ -17,6 +17,8 @@ type example struct {
 // examples lists every example in the order --example=all runs them.
 func examples() []example {
 	return []example{
+		{"lock", "1", "distributed locks: lock, WithLock, TryLock, fencing, lock manager", runLock},
+		{"rwlock", "1", "read-write lock: shared readers, a waiting writer, no starvation", runRWLock},
 		{"txn", "5", "transactions: compare-and-swap, multi-key transfer, compare targets", runTxn},
 		{"lease", "6", "leases: grant, keep-alive, time-to-live, revoke, use cases", runLease},
 		{"watch", "7", "watches: key, prefix, history replay, previous values, progress", runWatch},

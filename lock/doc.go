@@ -1,0 +1,71 @@
+// Package lock provides distributed locks on etcd: a mutual-exclusion Lock, a read-write
+// RWLock, and a Manager of named locks that share one session.
+//
+//	l, err := lock.New(client, lock.Config{Key: "/locks/resource1", TTL: 30}, log)
+//	defer l.Close()
+//	err = l.WithLock(ctx, func() error {
+//		// critical section
+//		return nil
+//	})
+//
+// # How a lock works
+//
+// A lock's key K has a queue in etcd: each process that wants the lock creates an entry
+// under K/ attached to its session's lease, and the entries are ordered by the revision at
+// which etcd created them. The entry at the head holds the lock; every other waiter watches
+// the deletion of the entry just before it and then looks again. Unlock deletes the entry.
+// A holder that crashes or stops answering loses its lease after the TTL, and etcd deletes
+// its entry: the lock passes on without anyone's help.
+//
+// Exclusive entries are named as those of etcd's concurrency.Mutex and `etcdctl lock`, so
+// a Lock, a Mutex and etcdctl exclude one another on the same key.
+//
+// # What a hold guarantees, and fencing
+//
+// No lock on a lease can promise that its holder still holds it at the moment it acts: a
+// holder paused (GC, SIGSTOP, a slow disk) past its TTL wakes up believing it holds a lock
+// that etcd gave to the next waiter long ago. Two things help.
+//
+// Lost returns a channel that is closed when the hold ends: the session's keep-alive went
+// unanswered for a TTL, etcd said the lease is gone, or the entry was deleted. Stop working
+// when it closes.
+//
+// Token is the entry's create revision, a number that grows with every hold of the key, and
+// Guard is the comparison CreateRevision(entry) == Token. A write to etcd made in a
+// transaction that includes Guard is accepted only while the hold lasts:
+//
+//	resp, err := client.Txn(ctx).If(l.Guard()).Then(clientv3.OpPut(k, v)).Commit()
+//	// !resp.Succeeded: the lock was lost; nothing was written.
+//
+// Systems outside etcd can be fenced with Token: they remember the largest token seen and
+// refuse requests that carry a smaller one.
+//
+// # Waiting, contexts and sessions
+//
+// Every call that waits takes a context and returns soon after it ends (with
+// context.Cause, so errors.Is(err, context.Canceled) works), removing its queue entry on the
+// way out. A waiter whose session expires while it waits returns ErrSessionExpired, never
+// success, even if the lock became free at the same time: after every wait the waiter checks
+// in one transaction that its own entry still exists with its lease (etcd's
+// concurrency.Mutex can report success in that case; etcd issues #11408 and #19597).
+//
+// A Lock starts its session (a lease of the configured TTL, kept alive in the background)
+// with its first call, and replaces it with a new one when it finds it ended, so a Lock
+// stays usable after a network outage. Close releases what is held and revokes the lease.
+// Releases happen even when the caller's context has already ended, with a short timeout
+// of their own; when etcd cannot be reached for a release, the session is abandoned so that
+// etcd frees the lock when the lease runs out.
+//
+// # Read-write locks
+//
+// RWLock is a distributed read-write lock: readers in different processes hold it
+// together, a writer holds it alone. It uses the same queue with shared entries for readers:
+// a reader waits only for the writers queued before it, a writer for every entry before it.
+// The order is the order of arrival at etcd, so a writer is never starved: readers that come
+// after a waiting writer queue behind it.
+//
+// # Many locks
+//
+// A Manager hands out named locks under one prefix on one shared session, so a process
+// that needs many locks keeps one lease alive instead of one per lock.
+package lock

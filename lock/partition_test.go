@@ -1,0 +1,39 @@
+package lock_test
+
+import (
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/etcdkit/etcdkit/lock"
+	"github.com/etcdkit/etcdkit/test/etcdtest"
+)
+
+var _ = Describe("a holder that etcd stops answering", func() {
+	It("reports the lock lost before etcd's TTL runs out, and locks again once etcd is back", specTimeout, func(ctx SpecContext) {
+		const ttl = 6
+		c := etcdtest.NewProcesses(GinkgoT())
+		cli, err := c.NewClient()
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(cli.Close)
+		l, err := lock.New(cli, lock.Config{Key: uniqueKey("silent"), TTL: ttl}, GinkgoLogr)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(l.Close)
+
+		Expect(l.Lock(ctx)).To(Succeed())
+		lost := l.Lost()
+		Expect(c.Pause(0)).To(Succeed())
+		paused := time.Now()
+		DeferCleanup(func() { _ = c.Resume(0) })
+		// Keep-alive answers stop: the lock counts as lost a sixth of the TTL before etcd
+		// could let the lease expire, counted from the last answer (before the pause).
+		Eventually(lost).WithTimeout(ttl * time.Second).Should(BeClosed())
+		AddReportEntry("Lost closed after the pause", time.Since(paused).String())
+		Expect(c.Resume(0)).To(Succeed())
+
+		Expect(l.Unlock(ctx)).To(Or(Succeed(), MatchError(lock.ErrLost)))
+		Expect(l.Lock(ctx)).To(Succeed())
+		Expect(l.Unlock(ctx)).To(Succeed())
+	})
+})

@@ -1,0 +1,269 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// The queue of a lock key K is the set of entries K/<name>, where <name> holds no further
+// '/', each attached to its holder's lease and ordered by create revision:
+//
+//	K/<lease in hex>            exclusive: a Lock, or the write side of an RWLock
+//	K/r-<lease in hex>-<n>      shared: one read hold of an RWLock
+//
+// An entry holds the lock when no entry it must wait for was created before it: an
+// exclusive entry waits for every earlier entry, a shared one for the earlier exclusive
+// entries only. Exclusive entries are named as etcd's concurrency.Mutex and `etcdctl lock`
+// name theirs, and those wait for every earlier key under K/, so a Lock, a Mutex and
+// etcdctl exclude each other on the same key. Keys deeper under K/ (the queue of a lock
+// named K/sub) are not entries of K and are ignored.
+//
+// A waiter watches the deletion of the one entry just before it that it must wait for
+// (no thundering herd), then checks again. Every check is a transaction that also compares
+// the waiter's own entry, so an entry whose lease ended while it waited is never reported
+// as holding the lock.
+
+// readerMark starts the name of a shared entry; a lease ID in hex never starts with it.
+const readerMark = "r-"
+
+// errForeignEntry: the entry this session would create exists, but someone else wrote it.
+// It is left alone.
+var errForeignEntry = errors.New("exists but is not attached to this session's lease")
+
+// retryDelay is the pause before checking the queue again after a watch ended without the
+// awaited deletion (a compaction, a leader change, a broken stream).
+const retryDelay = 50 * time.Millisecond
+
+func exclusiveEntry(key string, lease clientv3.LeaseID) string {
+	return fmt.Sprintf("%s/%x", key, int64(lease))
+}
+
+func sharedEntry(key string, lease clientv3.LeaseID, n uint64) string {
+	return fmt.Sprintf("%s/%s%x-%d", key, readerMark, int64(lease), n)
+}
+
+// held is an entry of this process that reached the head of its queue.
+type held struct {
+	key  string // the entry
+	rev  int64  // its create revision: the fencing token
+	sess *session
+}
+
+// guard is the comparison that holds while the entry still exists as it was created.
+func (h *held) guard() clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(h.key), "=", h.rev)
+}
+
+// queue is one lock key's queue, seen by one process.
+type queue struct {
+	client *clientv3.Client
+	key    string // the lock key K
+	prefix string // K + "/"
+	log    logr.Logger
+}
+
+func newQueue(client *clientv3.Client, key string, log logr.Logger) queue {
+	return queue{client: client, key: key, prefix: key + "/", log: log}
+}
+
+// lastBlocker returns the entry created last before rev that an entry of the given kind
+// must wait for, or nil when there is none.
+func (q queue) lastBlocker(kvs []*mvccpb.KeyValue, rev int64, shared bool) *mvccpb.KeyValue {
+	var last *mvccpb.KeyValue
+	for _, kv := range kvs {
+		if kv.CreateRevision >= rev || (last != nil && kv.CreateRevision <= last.CreateRevision) {
+			continue
+		}
+		name, ok := strings.CutPrefix(string(kv.Key), q.prefix)
+		if !ok || name == "" || strings.Contains(name, "/") {
+			continue
+		}
+		if shared && strings.HasPrefix(name, readerMark) {
+			continue
+		}
+		last = kv
+	}
+	return last
+}
+
+// acquire queues the entry myKey on sess and waits until it holds the lock. With try it
+// does not wait: it removes the entry and returns false when the lock is taken. On any
+// error, and on a false try, the entry is gone when acquire returns (or, if etcd could
+// not be reached to remove it, its session is abandoned so that etcd removes it).
+func (q queue) acquire(ctx context.Context, sess *session, myKey string, shared, try bool) (*held, bool, error) {
+	// Every call below also ends when the session does, even if etcd does not answer.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(sess.ctx, func() { cancel(ErrSessionExpired) })
+	defer stop()
+
+	h, blocker, hdrRev, err := q.enqueue(ctx, sess, myKey, shared)
+	if err == nil && blocker != nil {
+		if try {
+			q.remove(ctx, sess, myKey)
+			return nil, false, nil
+		}
+		err = q.wait(ctx, h, shared, blocker, hdrRev)
+	}
+	if err == nil && !sess.alive() {
+		err = ErrSessionExpired
+	}
+	if err != nil {
+		if !errors.Is(err, errForeignEntry) {
+			q.remove(ctx, sess, myKey)
+		}
+		if ctx.Err() != nil {
+			return nil, false, context.Cause(ctx)
+		}
+		return nil, false, err
+	}
+	return h, true, nil
+}
+
+// enqueue creates myKey with the session's lease (or finds it, if an earlier call of this
+// process left it) and returns the entry with the last entry it must wait for, as of the
+// returned revision.
+func (q queue) enqueue(ctx context.Context, sess *session, myKey string, shared bool) (*held, *mvccpb.KeyValue, int64, error) {
+	all := clientv3.OpGet(q.prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	resp, err := q.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(myKey), "=", 0)).
+		Then(clientv3.OpPut(myKey, "", clientv3.WithLease(sess.id)), all).
+		Else(clientv3.OpGet(myKey), all).
+		Commit()
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("lock: queueing %s: %w", myKey, err)
+	}
+	h := &held{key: myKey, rev: resp.Header.Revision, sess: sess}
+	if !resp.Succeeded {
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 || clientv3.LeaseID(kvs[0].Lease) != sess.id {
+			return nil, nil, 0, fmt.Errorf("lock: queue entry %s: %w %x", myKey, errForeignEntry, int64(sess.id))
+		}
+		h.rev = kvs[0].CreateRevision
+	}
+	kvs := resp.Responses[1].GetResponseRange().Kvs
+	return h, q.lastBlocker(kvs, h.rev, shared), resp.Header.Revision, nil
+}
+
+// wait returns once no entry that h must wait for is left. It fails with ErrSessionExpired
+// when h's entry or lease is gone, whatever happened to the others meanwhile.
+func (q queue) wait(ctx context.Context, h *held, shared bool, blocker *mvccpb.KeyValue, hdrRev int64) error {
+	q.log.V(1).Info("waiting for lock", "entry", h.key, "behind", string(blocker.Key))
+	for blocker != nil {
+		if err := q.waitDelete(ctx, blocker, hdrRev+1); err != nil {
+			return err
+		}
+		resp, err := q.client.Txn(ctx).
+			If(h.guard(), clientv3.Compare(clientv3.LeaseValue(h.key), "=", h.sess.id)).
+			Then(clientv3.OpGet(q.prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithMaxCreateRev(h.rev-1))).
+			Commit()
+		if err != nil {
+			return fmt.Errorf("lock: checking the queue of %s: %w", q.key, err)
+		}
+		if !resp.Succeeded {
+			return ErrSessionExpired
+		}
+		blocker = q.lastBlocker(resp.Responses[0].GetResponseRange().Kvs, h.rev, shared)
+		hdrRev = resp.Header.Revision
+	}
+	return nil
+}
+
+// waitDelete returns nil once the entry blocker is deleted at or after rev, or when its
+// watch ends without telling (after a short pause; the caller checks the queue again). It
+// fails when ctx ends.
+//
+// etcd registers a watch whose start revision has already passed as "unsynced" and delivers
+// its first events up to 100 ms late. That happens whenever the entry's holder lets go
+// between the caller's read and the watch's creation, which is the common case of a short
+// critical section. So when the watch reports its creation at a revision past rev, one read
+// of the entry tells at once whether it is already gone.
+func (q queue) waitDelete(ctx context.Context, blocker *mvccpb.KeyValue, rev int64) error {
+	key := string(blocker.Key)
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := q.client.Watch(wctx, key, clientv3.WithRev(rev), clientv3.WithFilterPut(), clientv3.WithCreatedNotify())
+	for {
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case wr, ok := <-wch:
+			if !ok || wr.Err() != nil {
+				return pause(ctx)
+			}
+			if wr.Created && wr.Header.Revision >= rev {
+				resp, err := q.client.Get(ctx, key, clientv3.WithKeysOnly())
+				if err == nil && (len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != blocker.CreateRevision) {
+					return nil
+				}
+			}
+			for _, ev := range wr.Events {
+				if ev.Type == mvccpb.DELETE {
+					return nil
+				}
+			}
+		}
+	}
+}
+
+// pause waits retryDelay unless ctx ends first.
+func pause(ctx context.Context) error {
+	t := time.NewTimer(retryDelay)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
+	}
+}
+
+// remove deletes an entry that does not (or no longer) hold the lock, with the caller's
+// context if it is still live and a short detached one otherwise: a cancelled wait leaves
+// no key behind. If etcd cannot be reached, the session is abandoned so that etcd removes
+// the entry when the lease runs out.
+func (q queue) remove(ctx context.Context, sess *session, key string) {
+	if ctx.Err() == nil {
+		if _, err := q.client.Delete(ctx, key); err == nil {
+			return
+		}
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	if _, err := q.client.Delete(dctx, key); err != nil {
+		q.log.Error(err, "could not remove lock queue entry; abandoning its session so that etcd frees it after the TTL", "entry", key)
+		sess.abandon()
+	}
+}
+
+// release deletes a held entry if it is still the one that was acquired. lost reports that
+// it was not: its lease ended or someone deleted it while it was held. The caller's context
+// is used while it lives; after it ended, a short detached one, so that a cancelled request
+// never leaves a lock held. If etcd cannot be reached, the session is abandoned.
+func (q queue) release(ctx context.Context, h *held) (lost bool, err error) {
+	del := func(ctx context.Context) (*clientv3.TxnResponse, error) {
+		return q.client.Txn(ctx).If(h.guard()).Then(clientv3.OpDelete(h.key)).Commit()
+	}
+	var resp *clientv3.TxnResponse
+	if ctx.Err() == nil {
+		resp, err = del(ctx)
+	}
+	if resp == nil {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		resp, err = del(dctx)
+	}
+	if err != nil {
+		q.log.Error(err, "could not release lock; abandoning its session so that etcd frees it after the TTL", "entry", h.key)
+		h.sess.abandon()
+		return false, fmt.Errorf("lock: releasing %s: %w", q.key, err)
+	}
+	return !resp.Succeeded, nil
+}

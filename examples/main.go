@@ -110,7 +110,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	runID := fmt.Sprintf("%d", time.Now().UnixNano())
 	for _, ex := range selected {
-		fmt.Fprintf(stdout, "\n=== %s: %s (guide section %s)\n", ex.name, ex.summary, ex.section)
+		where := "guide section " + ex.section
+		if ex.section == "" {
+			where = "beyond the guide"
+		}
+		fmt.Fprintf(stdout, "\n=== %s: %s (%s)\n", ex.name, ex.summary, where)
 		e := &env{
 			client:    client,
 			newClient: newClient,

@@ -19,6 +19,8 @@ func examples() []example {
 	return []example{
 		{"lock", "1", "distributed locks: lock, WithLock, TryLock, fencing, lock manager", runLock},
 		{"rwlock", "1", "read-write lock: shared readers, a waiting writer, no starvation", runRWLock},
+		{"discovery", "2", "service discovery: register, discover, watch, load balancing, health checks, expiry", runDiscovery},
+		{"config", "3", "configuration: typed values, watch, feature flags, snapshots", runConfig},
 		{"txn", "5", "transactions: compare-and-swap, multi-key transfer, compare targets", runTxn},
 		{"lease", "6", "leases: grant, keep-alive, time-to-live, revoke, use cases", runLease},
 		{"watch", "7", "watches: key, prefix, history replay, previous values, progress", runWatch},

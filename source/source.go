@@ -13,6 +13,8 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdkit/etcdkit/internal/etcdutil"
 )
 
 // Defaults of Options.
@@ -174,7 +176,7 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 				if ctx.Err() == nil {
 					s.log.Error(err, "listing failed, retrying", "backoff", backoff)
 				}
-				if !sleep(ctx, backoff) {
+				if !etcdutil.Sleep(ctx, backoff) {
 					break
 				}
 				backoff = min(2*backoff, s.opts.MaxBackoff)
@@ -202,7 +204,7 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 		next = s.rev + 1
 		s.mu.Unlock()
 		s.log.V(1).Info("watch broke, resuming", "from", next, "error", fmt.Sprint(err), "backoff", backoff)
-		if !sleep(ctx, backoff) {
+		if !etcdutil.Sleep(ctx, backoff) {
 			break
 		}
 		backoff = min(2*backoff, s.opts.MaxBackoff)
@@ -266,27 +268,7 @@ func (s *Source) list(ctx context.Context, h Handler) (int64, error) {
 
 // readAll reads every key of the prefix at revision rev (0: the current one), in pages.
 func (s *Source) readAll(ctx context.Context, rev int64) ([]*mvccpb.KeyValue, int64, error) {
-	end := clientv3.GetPrefixRangeEnd(s.prefix)
-	from := s.prefix
-	var kvs []*mvccpb.KeyValue
-	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(s.opts.PageSize)}
-		if rev > 0 {
-			opts = append(opts, clientv3.WithRev(rev))
-		}
-		resp, err := s.client.Get(ctx, from, opts...)
-		if err != nil {
-			return nil, 0, err
-		}
-		if rev == 0 {
-			rev = resp.Header.Revision // later pages read the same snapshot
-		}
-		kvs = append(kvs, resp.Kvs...)
-		if !resp.More || len(resp.Kvs) == 0 {
-			return kvs, rev, nil
-		}
-		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
-	}
+	return etcdutil.ListPrefix(ctx, s.client, s.prefix, rev, s.opts.PageSize)
 }
 
 // watch watches from revision from until the watch breaks or ctx ends, and returns the
@@ -430,34 +412,3 @@ func (s *Source) Stats() Stats {
 	defer s.mu.RUnlock()
 	return s.stats
 }
-
-// sleep waits d or until ctx ends; it reports whether ctx is still live.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// Spec names a prefix to watch with its options; a manager makes the Source from it with
-// its own client (see manager.Builder.Watches).
-type Spec struct {
-	Prefix  string
-	Options Options
-}
-
-// Prefix returns the Spec of a source over prefix with default options.
-func Prefix(prefix string) Spec { return Spec{Prefix: prefix} }
-
-// WithOptions returns the spec with opts.
-func (s Spec) WithOptions(opts Options) Spec {
-	s.Options = opts
-	return s
-}
-
-// New makes the Source of the spec.
-func (s Spec) New(client *clientv3.Client) (*Source, error) { return New(client, s.Prefix, s.Options) }

@@ -1,0 +1,315 @@
+package config
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/go-logr/logr"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdkit/etcdkit/internal/etcdutil"
+)
+
+// Manager reads and writes configuration values stored as JSON under a key prefix, and
+// keeps an in-memory cache of the whole prefix that a watch keeps up to date.
+//
+// Reads are served from the cache once it holds a first list, with one exception that
+// makes them never stale within the process: after a write of this Manager (Set, Delete,
+// a snapshot restore) returns, reads go to etcd until the cache has seen that write's
+// revision. Writes of other processes reach the cache as fast as the watch delivers them.
+//
+// A Manager is safe for concurrent use. Close stops its goroutines.
+type Manager struct {
+	client *clientv3.Client
+	prefix string // ends in "/"
+	log    logr.Logger
+
+	// ctx ends at Close; wg counts the cache's goroutine and the Watch subscribers.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	synced chan struct{} // closed when the cache holds its first list
+
+	// mu guards the cache. Invariant: cache is exactly the prefix's content at revision
+	// rev, and every subscriber has been handed every change up to rev.
+	mu      sync.RWMutex
+	cache   map[string]*entry // by key relative to prefix
+	rev     int64
+	ready   bool  // the cache holds a first list
+	written int64 // the highest revision this Manager wrote; reads use the cache only when rev >= written
+	// advanced is closed (and replaced) whenever rev moves, for those waiting for it.
+	advanced chan struct{}
+	subs     map[*subscription]struct{}
+	closed   bool
+}
+
+// NewManager returns a Manager of the values under prefix (a "/" is appended when missing:
+// "/config/app" holds "/config/app/database/host"). It starts filling its cache in the
+// background and does not wait for etcd: see WaitForSync. A zero logr.Logger discards logs.
+func NewManager(client *clientv3.Client, prefix string, log logr.Logger) (*Manager, error) {
+	if client == nil {
+		return nil, errors.New("config: client must not be nil")
+	}
+	if prefix == "" {
+		return nil, errors.New("config: prefix must not be empty")
+	}
+	if !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Manager{
+		client:   client,
+		prefix:   prefix,
+		log:      log,
+		ctx:      ctx,
+		cancel:   cancel,
+		synced:   make(chan struct{}),
+		cache:    map[string]*entry{},
+		advanced: make(chan struct{}),
+		subs:     map[*subscription]struct{}{},
+	}
+	m.wg.Add(1)
+	// The cache goroutine belongs to the Manager (m.wg) and stops when Close cancels m.ctx,
+	// or by itself when the client is closed.
+	go m.run(ctx)
+	return m, nil
+}
+
+// Prefix returns the key prefix of the Manager's values, ending in "/".
+func (m *Manager) Prefix() string { return m.prefix }
+
+// WaitForSync waits until the cache holds a first list of the prefix, or ctx ends.
+func (m *Manager) WaitForSync(ctx context.Context) error {
+	select {
+	case <-m.synced:
+		return nil
+	case <-m.ctx.Done():
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("config: waiting for the cache of %s: %w", m.prefix, ctx.Err())
+	}
+}
+
+// HasSynced reports whether the cache holds a first list of the prefix.
+func (m *Manager) HasSynced() bool {
+	select {
+	case <-m.synced:
+		return true
+	default:
+		return false
+	}
+}
+
+// Set stores value as JSON at key (relative to the prefix, e.g. "database/host").
+func (m *Manager) Set(ctx context.Context, key string, value any) error {
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	raw, err := json.Marshal(value)
+	if err != nil {
+		return fmt.Errorf("config: %q: a value of type %T does not encode as JSON: %w", key, value, err)
+	}
+	if m.isClosed() {
+		return ErrClosed
+	}
+	resp, err := m.client.Put(ctx, m.prefix+key, string(raw))
+	if err != nil {
+		return fmt.Errorf("config: setting %q: %w", key, err)
+	}
+	m.wrote(resp.Header.Revision)
+	return nil
+}
+
+// Delete removes the value at key. Deleting a missing key is not an error.
+func (m *Manager) Delete(ctx context.Context, key string) error {
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	if m.isClosed() {
+		return ErrClosed
+	}
+	resp, err := m.client.Delete(ctx, m.prefix+key)
+	if err != nil {
+		return fmt.Errorf("config: deleting %q: %w", key, err)
+	}
+	// A delete of nothing makes no revision that the cache would see.
+	if resp.Deleted > 0 {
+		m.wrote(resp.Header.Revision)
+	}
+	return nil
+}
+
+// wrote records a revision this Manager wrote: reads bypass the cache until it has seen it.
+func (m *Manager) wrote(rev int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.written = max(m.written, rev)
+}
+
+func (m *Manager) isClosed() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.closed
+}
+
+// Get returns the decoded value at key: a string, int64 (integral numbers), float64,
+// bool, nil, map[string]any or []any.
+func (m *Manager) Get(ctx context.Context, key string) (any, error) {
+	e, err := m.lookup(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	v, err := e.value()
+	if err != nil {
+		return nil, e.invalid(key)
+	}
+	return v, nil
+}
+
+// GetString returns the string at key. It fails with ErrNotFound, ErrInvalidValue or
+// ErrWrongType (the error names the key and the stored value).
+func (m *Manager) GetString(ctx context.Context, key string) (string, error) {
+	return typed(m, ctx, key, "string", asString)
+}
+
+// GetInt returns the integer at key (a JSON number without a fractional part). It fails
+// like GetString.
+func (m *Manager) GetInt(ctx context.Context, key string) (int, error) {
+	return typed(m, ctx, key, "int", asInt)
+}
+
+// GetBool returns the boolean at key. It fails like GetString.
+func (m *Manager) GetBool(ctx context.Context, key string) (bool, error) {
+	return typed(m, ctx, key, "bool", asBool)
+}
+
+func typed[T any](m *Manager, ctx context.Context, key, want string, conv func(any) (T, string)) (T, error) {
+	var zero T
+	e, err := m.lookup(ctx, key)
+	if err != nil {
+		return zero, err
+	}
+	if e.err != nil {
+		return zero, e.invalid(key)
+	}
+	v, why := conv(e.val)
+	if why != "" {
+		return zero, e.wrongType(key, want, why)
+	}
+	return v, nil
+}
+
+// lookup finds the entry of key in the cache, or in etcd while the cache may be behind.
+func (m *Manager) lookup(ctx context.Context, key string) (*entry, error) {
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	e, found, fresh, closed := m.cached(key)
+	if closed {
+		return nil, ErrClosed
+	}
+	if !fresh {
+		resp, err := m.client.Get(ctx, m.prefix+key)
+		if err != nil {
+			return nil, fmt.Errorf("config: reading %q: %w", key, err)
+		}
+		found = len(resp.Kvs) > 0
+		if found {
+			e = newEntry(resp.Kvs[0])
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("config: %q: %w", key, ErrNotFound)
+	}
+	return e, nil
+}
+
+// cached reads key from the cache; fresh is false when the cache cannot answer.
+func (m *Manager) cached(key string) (e *entry, found, fresh, closed bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return nil, false, false, true
+	}
+	if !m.ready || m.rev < m.written {
+		return nil, false, false, false
+	}
+	e, found = m.cache[key]
+	return e, found, true, false
+}
+
+// GetAll returns the values under sub, keyed by their full key relative to the prefix:
+// GetAll(ctx, "database") gives "database/host" and "database/port". An empty sub gives
+// every value. Values that do not decode are left out of the map and named in the error,
+// which wraps ErrInvalidValue; the map holds the others.
+func (m *Manager) GetAll(ctx context.Context, sub string) (map[string]any, error) {
+	if strings.HasPrefix(sub, "/") {
+		return nil, fmt.Errorf("config: sub-prefix must not start with \"/\" (it is relative to the manager's prefix), got %q", sub)
+	}
+	if sub != "" && !strings.HasSuffix(sub, "/") {
+		sub += "/"
+	}
+	entries, err := m.entriesUnder(ctx, sub)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]any, len(entries))
+	var errs []error
+	for key, e := range entries {
+		v, err := e.value()
+		if err != nil {
+			errs = append(errs, e.invalid(key))
+			continue
+		}
+		out[key] = v
+	}
+	return out, errors.Join(errs...)
+}
+
+// entriesUnder returns the entries whose keys start with sub, from the cache when it can
+// answer.
+func (m *Manager) entriesUnder(ctx context.Context, sub string) (map[string]*entry, error) {
+	m.mu.RLock()
+	if m.closed {
+		m.mu.RUnlock()
+		return nil, ErrClosed
+	}
+	if m.ready && m.rev >= m.written {
+		out := map[string]*entry{}
+		for k, e := range m.cache {
+			if strings.HasPrefix(k, sub) {
+				out[k] = e
+			}
+		}
+		m.mu.RUnlock()
+		return out, nil
+	}
+	m.mu.RUnlock()
+	kvs, _, err := etcdutil.ListPrefix(ctx, m.client, m.prefix+sub, 0, 0)
+	if err != nil {
+		return nil, fmt.Errorf("config: listing %q: %w", m.prefix+sub, err)
+	}
+	out := make(map[string]*entry, len(kvs))
+	for _, kv := range kvs {
+		out[string(kv.Key)[len(m.prefix):]] = newEntry(kv)
+	}
+	return out, nil
+}
+
+// Close stops the cache and every Watch subscriber, and waits for them. Calls after Close
+// fail with ErrClosed.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	m.closed = true
+	m.mu.Unlock()
+	m.cancel()
+	m.wg.Wait()
+}

@@ -1,0 +1,65 @@
+package etcdutil
+
+import (
+	"context"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// DefaultPageSize bounds each range request of ListPrefix when the caller gives no size.
+const DefaultPageSize = 500
+
+// ListPrefix reads every key under prefix as one consistent snapshot, in pages of
+// pageSize (DefaultPageSize when 0 or less): the first page fixes the revision (rev, or the
+// current one when rev is 0) and the following pages are read at that revision. It
+// returns the keys, sorted, and the revision they reflect.
+func ListPrefix(ctx context.Context, cli *clientv3.Client, prefix string, rev, pageSize int64) ([]*mvccpb.KeyValue, int64, error) {
+	if pageSize <= 0 {
+		pageSize = DefaultPageSize
+	}
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	from := prefix
+	var kvs []*mvccpb.KeyValue
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(pageSize)}
+		if rev > 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := cli.Get(ctx, from, opts...)
+		if err != nil {
+			return nil, 0, err
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		kvs = append(kvs, resp.Kvs...)
+		if !resp.More || len(resp.Kvs) == 0 {
+			return kvs, rev, nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// Sleep waits d or until ctx ends, and reports whether the full wait happened.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Bound returns a context that ends with ctx or with stop, whichever ends first.
+func Bound(ctx, stop context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	unhook := context.AfterFunc(stop, cancel)
+	return ctx, func() {
+		unhook()
+		cancel()
+	}
+}

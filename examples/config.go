@@ -82,7 +82,15 @@ func configValues(ctx context.Context, e *env, cfg *config.Manager) error {
 	if _, err := e.client.Put(ctx, cfg.Prefix()+"legacy/host", "db.internal"); err != nil {
 		return err
 	}
-	_, err = cfg.GetString(ctx, "legacy/host")
+	// That put came from outside this manager: its cache sees it a moment later.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err = cfg.GetString(ctx, "legacy/host")
+		if !errors.Is(err, config.ErrNotFound) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	e.say("GetString of bytes that are not JSON: %v", err)
 	if err := expect(errors.Is(err, config.ErrInvalidValue), "an invalid-value error, got %v", err); err != nil {
 		return err

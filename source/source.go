@@ -412,3 +412,22 @@ func (s *Source) Stats() Stats {
 	defer s.mu.RUnlock()
 	return s.stats
 }
+
+// Spec names a prefix to watch with its options; a manager makes the Source from it with
+// its own client (see manager.Builder.Watches).
+type Spec struct {
+	Prefix  string
+	Options Options
+}
+
+// Prefix returns the Spec of a source over prefix with default options.
+func Prefix(prefix string) Spec { return Spec{Prefix: prefix} }
+
+// WithOptions returns the spec with opts.
+func (s Spec) WithOptions(opts Options) Spec {
+	s.Options = opts
+	return s
+}
+
+// New makes the Source of the spec.
+func (s Spec) New(client *clientv3.Client) (*Source, error) { return New(client, s.Prefix, s.Options) }

@@ -316,6 +316,23 @@ var _ = Describe("a controller", func() {
 		Expect(cancelled.Load()).To(BeTrue())
 	})
 
+	It("Resync queues every cached key again through the handlers", func(ctx SpecContext) {
+		rec := newCalls()
+		r := reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+			rec.record(req.Key)
+			return reconcile.Result{}, nil
+		})
+		for _, k := range []string{"/rs/a", "/rs/b"} {
+			_, err := cli.Put(ctx, k, "v")
+			Expect(err).NotTo(HaveOccurred())
+		}
+		c, _, stop := start(cli, "/rs/", reconcile.Options{Name: "resync"}, r)
+		defer stop()
+		Eventually(func() []int { return []int{rec.count("/rs/a"), rec.count("/rs/b")} }).Should(Equal([]int{1, 1}))
+		c.Resync()
+		Eventually(func() []int { return []int{rec.count("/rs/a"), rec.count("/rs/b")} }).Should(Equal([]int{2, 2}))
+	})
+
 	It("rejects bad options with clear errors", func() {
 		noop := reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) { return reconcile.Result{}, nil })
 		_, err := reconcile.New(reconcile.Options{}, noop)

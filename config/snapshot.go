@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -199,8 +200,17 @@ func (s *Snapshots) RestoreSnapshot(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("config: restoring snapshot %q: reading the configuration: %w", id, err)
 	}
+	// Only keys whose bytes differ from the snapshot are written: the guard below makes the
+	// restore atomic all the same, and an almost-equal configuration fits one transaction.
+	current := make(map[string][]byte, len(kvs))
+	for _, kv := range kvs {
+		current[string(kv.Key)[len(s.mgr.prefix):]] = kv.Value
+	}
 	ops := make([]clientv3.Op, 0, len(st.Values)+len(kvs))
 	for _, key := range slices.Sorted(maps.Keys(st.Values)) {
+		if now, ok := current[key]; ok && bytes.Equal(now, st.Values[key]) {
+			continue
+		}
 		ops = append(ops, clientv3.OpPut(s.mgr.prefix+key, string(st.Values[key])))
 	}
 	puts := len(ops)

@@ -119,7 +119,17 @@ var _ = Describe("Snapshots", func() {
 		}
 		small := newSnapshots(config.WithMaxTxnOps(5))
 		Expect(small.CreateSnapshot(ctx, "six")).Error().NotTo(HaveOccurred())
+
+		By("only keys that differ from the snapshot count")
 		Expect(m.Set(ctx, "k0", "changed")).To(Succeed())
+		Expect(m.Set(ctx, "extra", 1)).To(Succeed())
+		Expect(small.RestoreSnapshot(ctx, "six")).To(Succeed())
+		Expect(rawState(ctx, prefix)).NotTo(HaveKey("extra"))
+
+		By("a restore that must write more than the limit")
+		for i := 0; i < 6; i++ {
+			Expect(m.Set(ctx, fmt.Sprintf("k%d", i), "changed")).To(Succeed())
+		}
 		Expect(m.Set(ctx, "extra", 1)).To(Succeed())
 		before := rawState(ctx, prefix)
 		err := small.RestoreSnapshot(ctx, "six")
@@ -133,7 +143,9 @@ var _ = Describe("Snapshots", func() {
 		}
 		loose := newSnapshots(config.WithMaxTxnOps(1000))
 		Expect(loose.CreateSnapshot(ctx, "many")).Error().NotTo(HaveOccurred())
-		Expect(m.Set(ctx, "k1", "changed")).To(Succeed())
+		for i := 0; i < 130; i++ {
+			Expect(m.Set(ctx, fmt.Sprintf("k%d", i), "changed again")).To(Succeed())
+		}
 		before = rawState(ctx, prefix)
 		err = loose.RestoreSnapshot(ctx, "many")
 		Expect(err).To(MatchError(config.ErrSnapshotTooLarge))

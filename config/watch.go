@@ -22,7 +22,8 @@ import (
 // (or ctx ends), registers fn and returns: changes the cache sees from then on are
 // reported. fn is called from a goroutine of the Manager, one
 // change at a time in the order of the changes, until ctx ends or the Manager is closed
-// (Close waits for it). A slow fn delays only its own changes: they queue up for it.
+// (Close waits for it, so fn must not call Close: it would wait for itself; cancel the
+// watch's ctx instead). A slow fn delays only its own changes: they queue up for it.
 // Changes missed while the watch was broken (compaction, reconnect) are reported from a
 // fresh list, as the difference between the old and new value of each key.
 func (m *Manager) Watch(ctx context.Context, key string, fn func(key string, old, new any)) error {

@@ -207,7 +207,10 @@ func (r *Registry) Register(ctx context.Context, info ServiceInfo, opts ...Regis
 			r.revoke(lease)
 		}
 		if old != nil {
-			// The replacement failed: the earlier registration goes on as it was.
+			// The replacement failed: the earlier registration goes on as it was. Its
+			// value goes back on its lease: the failed put may have been applied, and the
+			// revoke above then deleted the key.
+			r.restore(old)
 			r.startHeartbeat(old)
 		}
 		if r.isClosed() {
@@ -268,6 +271,20 @@ func (r *Registry) publish(ctx context.Context, reg *registration) error {
 		r.revoke(previous)
 	}
 	return nil
+}
+
+// restore puts a healthy registration's value on its current lease again, best effort: a
+// failure is logged.
+func (r *Registry) restore(reg *registration) {
+	lease, healthy := reg.state()
+	if lease == 0 || !healthy {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	if _, err := r.client.Put(ctx, reg.key, reg.value, clientv3.WithLease(lease)); err != nil {
+		r.log.Error(err, "restoring an earlier registration after a failed replacement", "key", reg.key)
+	}
 }
 
 // revoke revokes a lease, best effort: a lease that cannot be revoked expires by itself.
@@ -359,12 +376,9 @@ func (r *Registry) decode(name, prefix string, key, value []byte, rev int64) (Se
 		r.log.Error(err, "skipping an instance whose value does not decode", "key", string(key), "revision", rev)
 		return ServiceInfo{}, false
 	}
-	if info.Name == "" {
-		info.Name = name
-	}
-	if info.ID == "" {
-		info.ID = id
-	}
+	// The key names the instance: a value written by someone else cannot make two keys
+	// one instance, or one key another.
+	info.Name, info.ID = name, id
 	return info, true
 }
 

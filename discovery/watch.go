@@ -17,7 +17,8 @@ import (
 // Watch lists the service first and calls fn with ServiceAdded for every instance present,
 // in ID order, before it returns. It then follows the changes in a goroutine of the
 // registry and returns at once; fn is called from that goroutine, one event at a time, in
-// the order of the changes, until ctx ends or the registry is closed (Close waits for it).
+// the order of the changes, until ctx ends or the registry is closed (Close waits for it,
+// so fn must not call Close: it would wait for itself; cancel the watch's ctx instead).
 // An error means the initial list failed and nothing will be reported.
 //
 // The events survive reconnects and compaction: when the watch breaks (etcd compacted the

@@ -252,8 +252,10 @@ func (q queue) release(ctx context.Context, h *held) (lost bool, err error) {
 		return q.client.Txn(ctx).If(h.guard()).Then(clientv3.OpDelete(h.key)).Commit()
 	}
 	var resp *clientv3.TxnResponse
+	ambiguous := false // an attempt failed without an answer: it may have been applied
 	if ctx.Err() == nil {
 		resp, err = del(ctx)
+		ambiguous = err != nil
 	}
 	if resp == nil {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
@@ -264,6 +266,11 @@ func (q queue) release(ctx context.Context, h *held) (lost bool, err error) {
 		q.log.Error(err, "could not release lock; abandoning its session so that etcd frees it after the TTL", "entry", h.key)
 		h.sess.abandon()
 		return false, fmt.Errorf("lock: releasing %s: %w", q.key, err)
+	}
+	if !resp.Succeeded && ambiguous && h.sess.alive() {
+		// The entry is gone, most likely by the first delete whose answer was lost: with
+		// the session alive, its lease did not end under the hold.
+		return false, nil
 	}
 	return !resp.Succeeded, nil
 }

@@ -214,7 +214,7 @@ var _ = Describe("Manager", func() {
 		Eventually(changes.all).WithTimeout(15 * time.Second).Should(Equal([]string{
 			"b: 2 -> 22", "d: <nil> -> 4", "a: 1 -> <nil>",
 		}))
-		Expect(logs.contains("watch broken", "compacted")).To(BeTrue())
+		Expect(logs.Contains("watch broken", "compacted")).To(BeTrue())
 		Expect(reader.GetAll(ctx, "")).To(Equal(map[string]any{"b": int64(22), "c": int64(3), "d": int64(4)}))
 		Expect(writer.Set(ctx, "e", 5)).To(Succeed())
 		Eventually(reader.GetInt).WithArguments(ctx, "e").Should(Equal(5))

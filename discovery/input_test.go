@@ -88,7 +88,7 @@ var _ = Describe("bad input", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(found).To(HaveLen(1))
 		Expect(found[0].ID).To(Equal("good"))
-		Expect(logs.contains("does not decode", prefix+"/api/broken")).To(BeTrue())
+		Expect(logs.Contains("does not decode", prefix+"/api/broken")).To(BeTrue())
 
 		events := &eventLog{}
 		Expect(reg.Watch(ctx, "api", events.add)).To(Succeed())

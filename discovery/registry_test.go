@@ -127,7 +127,7 @@ var _ = Describe("Registry", func() {
 			_, lease, _ := stored(ctx, cli, prefix+"/api/a")
 			return lease
 		}).WithTimeout(5 * time.Second).Should(And(Not(BeZero()), Not(Equal(first))))
-		Expect(logs.contains("lease lost")).To(BeTrue())
+		Expect(logs.Contains("lease lost")).To(BeTrue())
 		// The new lease is kept alive too.
 		Consistently(func() bool {
 			_, _, ok := stored(ctx, cli, prefix+"/api/a")
@@ -164,10 +164,10 @@ var _ = Describe("Registry", func() {
 		By("etcd restarts while this process is cut off for longer than the TTL")
 		px.Block()
 		Expect(c.Restart(ctx, 0)).To(Succeed())
-		Eventually(func() bool { return logs.contains("lease lost") }).WithTimeout(10 * time.Second).Should(BeTrue())
+		Eventually(func() bool { return logs.Contains("lease lost") }).WithTimeout(10 * time.Second).Should(BeTrue())
 		px.Unblock()
 		Eventually(leaseOf).WithTimeout(15 * time.Second).Should(And(Not(BeZero()), Not(Equal(before))))
-		Eventually(func() bool { return logs.contains("registered again") }).Should(BeTrue())
+		Eventually(func() bool { return logs.Contains("registered again") }).Should(BeTrue())
 		Consistently(present).WithTimeout(3 * time.Second).WithPolling(100 * time.Millisecond).Should(BeTrue())
 
 		By("a plain restart: the instance is back in discovery soon and stays there")

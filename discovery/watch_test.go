@@ -120,7 +120,7 @@ var _ = Describe("Registry.Watch", func() {
 
 		Eventually(events.since).WithArguments(3).WithTimeout(15 * time.Second).Should(
 			ConsistOf("added d:4", "removed a:1", "updated b:22"))
-		Expect(logs.contains("watch broken", "compacted")).To(BeTrue(), "the differences come from a relist")
+		Expect(logs.Contains("watch broken", "compacted")).To(BeTrue(), "the differences come from a relist")
 		Consistently(events.since).WithArguments(3).WithTimeout(300 * time.Millisecond).Should(HaveLen(3))
 
 		By("the watch goes on from the list's revision")

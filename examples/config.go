@@ -238,12 +238,12 @@ func configSnapshots(ctx context.Context, e *env, cfg *config.Manager) error {
 	}
 	e.say("changed api/timeout, added api/retries, deleted database/port")
 
-	small, err := config.NewSnapshots(cfg, config.WithMaxTxnOps(4))
+	small, err := config.NewSnapshots(cfg, config.WithMaxTxnOps(2))
 	if err != nil {
 		return err
 	}
 	err = small.RestoreSnapshot(ctx, "before-tuning")
-	e.say("restore with at most 4 operations per transaction: %v", err)
+	e.say("restore with at most 2 operations per transaction: %v", err)
 	if err := expect(errors.Is(err, config.ErrSnapshotTooLarge), "a too-large error, got %v", err); err != nil {
 		return err
 	}

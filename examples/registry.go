@@ -21,9 +21,12 @@ func examples() []example {
 		{"rwlock", "1", "read-write lock: shared readers, a waiting writer, no starvation", runRWLock},
 		{"discovery", "2", "service discovery: register, discover, watch, load balancing, health checks, expiry", runDiscovery},
 		{"config", "3", "configuration: typed values, watch, feature flags, snapshots", runConfig},
+		{"election", "4", "leader election: campaign, fencing, resign, lost session, observe, callbacks", runElection},
 		{"txn", "5", "transactions: compare-and-swap, multi-key transfer, compare targets", runTxn},
 		{"lease", "6", "leases: grant, keep-alive, time-to-live, revoke, use cases", runLease},
 		{"watch", "7", "watches: key, prefix, history replay, previous values, progress", runWatch},
+		{"ha", "8", "high availability: active-passive failover, active-active with a lock, a leader per shard", runHA},
+		{"controller", "", "a jobs controller: reconcile, optimistic writes, RequeueAfter", runController},
 	}
 }
 

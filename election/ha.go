@@ -1,0 +1,178 @@
+package election
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+)
+
+// Role is what an HACoordinator runs.
+type Role int
+
+const (
+	// RoleNone: neither function runs (before Start, after Stop, and while switching).
+	RoleNone Role = iota
+	// RolePrimary: the primary function runs; this candidate leads.
+	RolePrimary
+	// RoleSecondary: the secondary function runs; this candidate does not lead.
+	RoleSecondary
+)
+
+// String returns "none", "primary" or "secondary".
+func (r Role) String() string {
+	switch r {
+	case RolePrimary:
+		return "primary"
+	case RoleSecondary:
+		return "secondary"
+	default:
+		return "none"
+	}
+}
+
+// HACoordinator runs a primary function while its election's candidate leads and a
+// secondary function otherwise (active-passive high availability). Create it with
+// NewHACoordinator.
+type HACoordinator struct {
+	e                  *Election
+	primary, secondary func(ctx context.Context) error
+	log                logr.Logger
+
+	mu      sync.Mutex
+	role    Role
+	started bool
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when the coordinator's goroutine has ended
+}
+
+// NewHACoordinator returns a coordinator of primary and secondary on election e. Both
+// functions' contexts derive from Start's. The primary's ends the moment the leadership
+// ends, with the reason as its cause (by the time IsLeader reports false, it has ended);
+// the secondary's ends when the candidate is elected. The coordinator starts as secondary
+// and switches when it is elected. A switch cancels the
+// function that runs and waits for it to return before it starts the other, so the two
+// never run at once in this process. A function that returns (or panics) while its role
+// holds is logged and started again after a backoff. A nil secondary means standing by.
+// A zero log discards the log.
+func NewHACoordinator(e *Election, primary, secondary func(ctx context.Context) error, log logr.Logger) (*HACoordinator, error) {
+	switch {
+	case e == nil:
+		return nil, errors.New("election: HACoordinator needs an Election, got nil")
+	case primary == nil:
+		return nil, errors.New("election: HACoordinator needs a primary function, got nil")
+	}
+	if secondary == nil {
+		secondary = func(ctx context.Context) error {
+			<-ctx.Done()
+			return nil
+		}
+	}
+	return &HACoordinator{e: e, primary: primary, secondary: secondary, log: log.WithValues("election", e.prefix, "id", e.id)}, nil
+}
+
+// Start starts the coordinator and returns; it runs until ctx ends or Stop is called. It
+// keeps the election campaigning meanwhile, as Run does (sharing the campaign with any
+// other Run of the same Election), so that another candidate takes over when this one
+// stops. A coordinator starts once: a second Start returns an error.
+func (h *HACoordinator) Start(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.started {
+		return errors.New("election: HACoordinator already started")
+	}
+	if h.e.isClosed() {
+		return ErrClosed
+	}
+	h.started = true
+	ctx, h.cancel = context.WithCancel(ctx)
+	h.done = make(chan struct{})
+	// The coordinator's goroutine belongs to the coordinator: it ends when ctx ends or Stop
+	// is called, after the running function has returned, and then closes done.
+	go h.run(ctx)
+	return nil
+}
+
+// Stop stops the coordinator: it cancels the running function, waits for it to return,
+// and then leaves the election (resigning if it led and no other Run holds the campaign).
+// It does nothing on a coordinator that was never started.
+func (h *HACoordinator) Stop() {
+	h.mu.Lock()
+	cancel, done := h.cancel, h.done
+	h.mu.Unlock()
+	if cancel == nil {
+		return
+	}
+	cancel()
+	<-done
+}
+
+// Role returns the role whose function runs now.
+func (h *HACoordinator) Role() Role {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.role
+}
+
+func (h *HACoordinator) setRole(r Role) {
+	h.mu.Lock()
+	h.role = r
+	h.mu.Unlock()
+}
+
+func (h *HACoordinator) run(ctx context.Context) {
+	defer close(h.done)
+	// The campaign goroutine belongs to this one, and outlives the loop below: it is
+	// stopped only once the running function has returned, so that this candidate resigns
+	// after its primary has stopped, never before.
+	stopCampaign := keepCampaigning(ctx, h.e, h.log)
+	defer stopCampaign()
+	for ctx.Err() == nil {
+		if pctx, cancel := h.e.leaderScope(ctx); pctx != nil {
+			h.play(pctx, RolePrimary, h.primary)
+			cancel()
+			continue
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		var watcher sync.WaitGroup
+		watcher.Add(1)
+		// The watcher belongs to this switch: it ends the secondary's context when the
+		// candidate is elected, and itself ends with sctx.
+		go func() {
+			defer watcher.Done()
+			if lctx, release := h.e.awaitLeading(sctx); lctx != nil {
+				release()
+				cancel()
+			}
+		}()
+		h.play(sctx, RoleSecondary, h.secondary)
+		cancel()
+		watcher.Wait()
+	}
+}
+
+// play runs fn in role r until ctx ends, starting it again when it returns early.
+func (h *HACoordinator) play(ctx context.Context, r Role, fn func(context.Context) error) {
+	bo := newBackoff(100*time.Millisecond, 5*time.Second)
+	h.log.Info("role started", "role", r.String())
+	for {
+		h.setRole(r)
+		err := safely(ctx, fn)
+		if ctx.Err() != nil {
+			break
+		}
+		d := bo.next()
+		if err != nil {
+			h.log.Error(err, "function failed, starting it again", "role", r.String(), "after", d)
+		} else {
+			h.log.Info("function returned while its role holds, starting it again", "role", r.String(), "after", d)
+		}
+		if sleep(ctx, d) != nil {
+			break
+		}
+	}
+	h.setRole(RoleNone)
+	h.log.V(1).Info("role stopped", "role", r.String())
+}

@@ -1,0 +1,112 @@
+package manager
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/etcdkit/etcdkit/reconcile"
+	"github.com/etcdkit/etcdkit/source"
+)
+
+// Builder assembles a controller for a manager:
+//
+//	err := manager.NewControllerManagedBy(mgr).
+//		Named("jobs").
+//		Watches(source.Prefix("/jobs/")).
+//		WithOptions(reconcile.Options{MaxConcurrentReconciles: 4}).
+//		Complete(r)
+type Builder struct {
+	mgr     *Manager
+	name    string
+	watches []builderWatch
+	opts    reconcile.Options
+}
+
+type builderWatch struct {
+	spec source.Spec
+	h    reconcile.EventHandler
+}
+
+// NewControllerManagedBy starts a Builder for a controller that mgr runs.
+func NewControllerManagedBy(mgr *Manager) *Builder { return &Builder{mgr: mgr} }
+
+// Named names the controller (required; unique within the manager).
+func (b *Builder) Named(name string) *Builder {
+	b.name = name
+	return b
+}
+
+// Watches feeds the controller from a prefix. h maps events to requests; default
+// reconcile.EnqueueKey. At most one handler may be given.
+func (b *Builder) Watches(spec source.Spec, h ...reconcile.EventHandler) *Builder {
+	w := builderWatch{spec: spec}
+	if len(h) > 0 {
+		w.h = h[0]
+	}
+	if len(h) > 1 {
+		w.h = nil
+		w.spec.Prefix = "" // reported by Build
+	}
+	b.watches = append(b.watches, w)
+	return b
+}
+
+// WithOptions sets the controller's options. Name, Logger, Metrics and Gate are set by
+// the manager; GracefulShutdownTimeout defaults to the manager's.
+func (b *Builder) WithOptions(opts reconcile.Options) *Builder {
+	b.opts = opts
+	return b
+}
+
+// Complete builds the controller and adds it to the manager.
+func (b *Builder) Complete(r reconcile.Reconciler) error {
+	_, err := b.Build(r)
+	return err
+}
+
+// Build builds the controller, adds it to the manager, and returns it (for its sources'
+// caches: Controller.Sources).
+func (b *Builder) Build(r reconcile.Reconciler) (*reconcile.Controller, error) {
+	if b.mgr == nil {
+		return nil, errors.New("manager: NewControllerManagedBy needs a manager")
+	}
+	if b.name == "" {
+		return nil, errors.New("manager: controller needs a name (Named)")
+	}
+	if len(b.watches) == 0 {
+		return nil, fmt.Errorf("manager: controller %q watches nothing (Watches)", b.name)
+	}
+	opts := b.opts
+	opts.Name = b.name
+	opts.Logger = b.mgr.log.WithName(b.name)
+	opts.Metrics = b.mgr.metrics
+	if opts.GracefulShutdownTimeout == 0 {
+		opts.GracefulShutdownTimeout = b.mgr.opts.GracefulShutdownTimeout
+	}
+	if b.mgr.election != nil {
+		opts.Gate = leaderGate{e: b.mgr.election}
+	}
+	c, err := reconcile.New(opts, r)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range b.watches {
+		if w.spec.Prefix == "" {
+			return nil, fmt.Errorf("manager: controller %q: Watches needs a non-empty prefix and at most one handler", b.name)
+		}
+		if w.spec.Options.Logger.GetSink() == nil {
+			w.spec.Options.Logger = opts.Logger.WithName("source")
+		}
+		src, err := w.spec.New(b.mgr.client)
+		if err != nil {
+			return nil, fmt.Errorf("manager: controller %q: %w", b.name, err)
+		}
+		if err := c.Watch(src, w.h); err != nil {
+			return nil, err
+		}
+	}
+	if err := b.mgr.addController(c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}

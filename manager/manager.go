@@ -1,0 +1,466 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdkit/etcdkit/election"
+	"github.com/etcdkit/etcdkit/internal/etcdutil"
+	"github.com/etcdkit/etcdkit/internal/metrics"
+	"github.com/etcdkit/etcdkit/reconcile"
+	"github.com/etcdkit/etcdkit/store"
+)
+
+// Manager runs controllers and runnables; see the package documentation for its lifecycle.
+type Manager struct {
+	opts       Options
+	client     *clientv3.Client
+	ownsClient bool
+	log        logr.Logger
+	metrics    *metrics.Registry
+	election   *election.Election // nil when leader election is off
+
+	mu          sync.Mutex
+	runnables   []Runnable // every replica
+	leaderRuns  []Runnable // the leader only
+	controllers []*reconcile.Controller
+	started     bool
+	healthAddr  string // bound addresses, set by Start
+	metricsAddr string
+	synced      bool // every controller has its initial lists
+	elected     chan struct{}
+}
+
+// New validates opts, connects to etcd (or uses opts.Client) and checks within the dial
+// timeout that etcd answers.
+func New(opts Options) (*Manager, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	m := &Manager{opts: opts, log: opts.Logger.WithValues("manager", opts.Name, "replica", opts.ID), elected: make(chan struct{}, 1)}
+	ctx, cancel := context.WithTimeout(context.Background(), opts.DialTimeout)
+	defer cancel()
+	if opts.Client != nil {
+		if err := etcdutil.CheckReachable(ctx, opts.Client, opts.DialTimeout); err != nil {
+			return nil, fmt.Errorf("manager: %w", err)
+		}
+		m.client = opts.Client
+	} else {
+		cli, err := etcdutil.Connect(ctx, etcdutil.ConnectConfig{
+			Endpoints: opts.Endpoints, CACert: opts.CACert, Cert: opts.Cert, Key: opts.Key,
+			Username: opts.Username, Password: opts.Password, DialTimeout: opts.DialTimeout,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("manager: %w", err)
+		}
+		m.client, m.ownsClient = cli, true
+	}
+	var err error
+	if m.metrics, err = metrics.New(opts.Registry); err != nil {
+		m.closeClient()
+		return nil, fmt.Errorf("manager: metrics: %w", err)
+	}
+	if !opts.DisableLeaderElection {
+		m.election, err = election.New(m.client, opts.RootPrefix+"election/", opts.ID, opts.LeaseTTL, m.log.WithName("election"))
+		if err != nil {
+			m.closeClient()
+			return nil, fmt.Errorf("manager: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// Client returns the manager's etcd client.
+func (m *Manager) Client() *clientv3.Client { return m.client }
+
+// Name returns the manager's name.
+func (m *Manager) Name() string { return m.opts.Name }
+
+// ID returns this replica's id.
+func (m *Manager) ID() string { return m.opts.ID }
+
+// RootPrefix returns the prefix of the manager's own keys.
+func (m *Manager) RootPrefix() string { return m.opts.RootPrefix }
+
+// Logger returns the manager's logger.
+func (m *Manager) Logger() logr.Logger { return m.log }
+
+// IsLeader reports whether this replica leads now (always true with leader election off).
+func (m *Manager) IsLeader() bool { return m.election == nil || m.election.IsLeader() }
+
+// Election returns the manager's election, or nil when leader election is off.
+func (m *Manager) Election() *election.Election { return m.election }
+
+// HealthProbeAddr returns the address /healthz and /readyz are served on, once Start has
+// bound it ("" before, or when not served).
+func (m *Manager) HealthProbeAddr() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.healthAddr
+}
+
+// MetricsAddr returns the address /metrics is served on, once Start has bound it.
+func (m *Manager) MetricsAddr() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.metricsAddr
+}
+
+// Add registers a runnable; it starts with Start. Add after Start is an error.
+func (m *Manager) Add(r Runnable) error {
+	if r == nil {
+		return errors.New("manager: runnable must not be nil")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.started {
+		return errors.New("manager: Add after Start")
+	}
+	if needsLeader(r) {
+		m.leaderRuns = append(m.leaderRuns, r)
+	} else {
+		m.runnables = append(m.runnables, r)
+	}
+	return nil
+}
+
+func (m *Manager) addController(c *reconcile.Controller) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.started {
+		return errors.New("manager: controller added after Start")
+	}
+	for _, other := range m.controllers {
+		if other.Name() == c.Name() {
+			return fmt.Errorf("manager: a controller named %q exists already", c.Name())
+		}
+	}
+	m.controllers = append(m.controllers, c)
+	return nil
+}
+
+// Start runs everything until ctx ends or a runnable fails, then shuts down gracefully
+// (see the package documentation). It returns nil after a clean stop, the first runnable's
+// error otherwise. A manager starts once.
+func (m *Manager) Start(ctx context.Context) error {
+	m.mu.Lock()
+	if m.started {
+		m.mu.Unlock()
+		return errors.New("manager: already started")
+	}
+	m.started = true
+	runnables := append([]Runnable(nil), m.runnables...)
+	leaderRuns := append([]Runnable(nil), m.leaderRuns...)
+	controllers := append([]*reconcile.Controller(nil), m.controllers...)
+	m.mu.Unlock()
+	defer m.closeClient()
+
+	// failed carries the first error of any group; it stops the manager.
+	failed := make(chan error, 1)
+	fail := func(err error) {
+		select {
+		case failed <- err:
+		default:
+		}
+	}
+	runCtx, stopAll := context.WithCancel(ctx)
+	defer stopAll()
+
+	servers, err := m.serveHTTP()
+	if err != nil {
+		return err
+	}
+	defer m.stopHTTP(servers)
+
+	// Groups stop in reverse order of start; each has its own context and wait group.
+	ctrls := newGroup(runCtx)
+	for _, c := range controllers {
+		ctrls.run(fail, func(ctx context.Context) error { return c.Start(ctx) })
+	}
+	if err := m.waitSynced(runCtx, controllers); err != nil {
+		ctrls.stop()
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+
+	others := newGroup(runCtx)
+	for _, r := range runnables {
+		others.run(fail, r.Start)
+	}
+
+	campaign, leaders := newGroup(runCtx), newGroup(runCtx)
+	if m.election != nil {
+		m.election.OnElected(func() {
+			m.log.Info("elected leader", "token", m.election.Token())
+			m.metrics.Leader.Set(1)
+			for _, c := range controllers {
+				c.Resync()
+			}
+			select {
+			case m.elected <- struct{}{}:
+			default:
+			}
+		})
+		m.election.OnDefeat(func() {
+			m.log.Info("leadership ended")
+			m.metrics.Leader.Set(0)
+		})
+		campaign.run(fail, func(ctx context.Context) error {
+			if err := m.election.Run(ctx); err != nil && !errors.Is(err, election.ErrClosed) {
+				return fmt.Errorf("manager: election: %w", err)
+			}
+			return nil
+		})
+		leaders.run(fail, func(ctx context.Context) error { return m.leadTerms(ctx, leaderRuns) })
+	} else {
+		m.metrics.Leader.Set(1)
+		for _, r := range leaderRuns {
+			leaders.run(fail, r.Start)
+		}
+	}
+
+	var result error
+	select {
+	case <-ctx.Done():
+		m.log.Info("stopping")
+	case result = <-failed:
+		m.log.Error(result, "a runnable failed; stopping")
+	}
+	// Leader work ends first; controllers drain their reconciles in flight while this
+	// replica still leads (their fence holds); then the replica resigns and revokes its
+	// lease.
+	deadline := time.Now().Add(m.opts.GracefulShutdownTimeout)
+	timedOut := !leaders.stopBy(deadline)
+	timedOut = !ctrls.stopBy(deadline) || timedOut
+	timedOut = !others.stopBy(deadline) || timedOut
+	timedOut = !campaign.stopBy(deadline) || timedOut
+	if m.election != nil {
+		if err := m.election.Close(); err != nil {
+			m.log.Error(err, "resigning")
+		}
+	}
+	if timedOut && result == nil {
+		result = fmt.Errorf("manager: graceful shutdown timed out after %s", m.opts.GracefulShutdownTimeout)
+	}
+	m.log.Info("stopped")
+	return result
+}
+
+// leadTerms runs the leader runnables during each leadership: started when this replica is
+// elected, their context ends with the leadership, and they start again at the next one.
+func (m *Manager) leadTerms(ctx context.Context, runs []Runnable) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-m.elected:
+		}
+		term := m.election.LeaderContext()
+		if term.Err() != nil {
+			continue // the leadership ended before it could be used
+		}
+		tctx, cancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(term, cancel)
+		var wg sync.WaitGroup
+		errs := make(chan error, len(runs))
+		for _, r := range runs {
+			wg.Add(1)
+			go func() { // one leader runnable; ends with the term
+				defer wg.Done()
+				if err := r.Start(tctx); err != nil && tctx.Err() == nil {
+					errs <- err
+				}
+			}()
+		}
+		wg.Wait()
+		stop()
+		cancel()
+		select {
+		case err := <-errs:
+			return err
+		default:
+		}
+	}
+}
+
+// waitSynced waits until every controller's sources have their initial lists.
+func (m *Manager) waitSynced(ctx context.Context, controllers []*reconcile.Controller) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		all := true
+		for _, c := range controllers {
+			if !c.HasSynced() {
+				all = false
+				break
+			}
+		}
+		if all {
+			m.mu.Lock()
+			m.synced = true
+			m.mu.Unlock()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("manager: waiting for the controllers' initial lists: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// leaderGate admits requests only while this replica leads, fenced by the leader key, in
+// a context that ends with the leadership.
+type leaderGate struct{ e *election.Election }
+
+func (g leaderGate) Admit(ctx context.Context, _ reconcile.Request) (context.Context, func(), bool) {
+	term := g.e.LeaderContext()
+	if term.Err() != nil {
+		return nil, nil, false
+	}
+	fence := store.Fence{
+		Cmps:   []clientv3.Cmp{g.e.Guard()},
+		Holder: fmt.Sprintf("leadership of %s (token %d)", g.e.ID(), g.e.Token()),
+	}
+	rctx, cancel := context.WithCancel(store.WithFence(ctx, fence))
+	stop := context.AfterFunc(term, cancel)
+	return rctx, func() { stop(); cancel() }, true
+}
+
+// serveHTTP binds the probe and metrics addresses and serves them.
+func (m *Manager) serveHTTP() ([]*http.Server, error) {
+	type site struct {
+		addr string
+		mux  *http.ServeMux
+	}
+	var sites []*site
+	siteFor := func(addr string) *http.ServeMux {
+		for _, s := range sites {
+			if s.addr == addr {
+				return s.mux
+			}
+		}
+		s := &site{addr: addr, mux: http.NewServeMux()}
+		sites = append(sites, s)
+		return s.mux
+	}
+	if m.opts.HealthProbeAddr != "" {
+		mux := siteFor(m.opts.HealthProbeAddr)
+		mux.HandleFunc("/healthz", m.healthz)
+		mux.HandleFunc("/readyz", m.readyz)
+	}
+	if m.opts.MetricsAddr != "" {
+		siteFor(m.opts.MetricsAddr).Handle("/metrics", promhttp.HandlerFor(m.opts.Registry, promhttp.HandlerOpts{}))
+	}
+	var servers []*http.Server
+	for _, s := range sites {
+		l, err := net.Listen("tcp", s.addr)
+		if err != nil {
+			m.stopHTTP(servers)
+			return nil, fmt.Errorf("manager: listening on %s: %w", s.addr, err)
+		}
+		bound := l.Addr().String()
+		m.mu.Lock()
+		if s.addr == m.opts.HealthProbeAddr {
+			m.healthAddr = bound
+		}
+		if s.addr == m.opts.MetricsAddr {
+			m.metricsAddr = bound
+		}
+		m.mu.Unlock()
+		srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 5 * time.Second}
+		servers = append(servers, srv)
+		go func() { _ = srv.Serve(l) }() // ends when stopHTTP shuts the server down
+		m.log.Info("serving", "addr", bound)
+	}
+	return servers, nil
+}
+
+func (m *Manager) stopHTTP(servers []*http.Server) {
+	for _, s := range servers {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = s.Shutdown(ctx)
+		cancel()
+	}
+}
+
+// healthz answers 200 while etcd answers this replica.
+func (m *Manager) healthz(w http.ResponseWriter, r *http.Request) {
+	if err := etcdutil.CheckReachable(r.Context(), m.client, time.Second); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// readyz answers 200 once every controller has its initial lists.
+func (m *Manager) readyz(w http.ResponseWriter, _ *http.Request) {
+	m.mu.Lock()
+	synced := m.synced
+	m.mu.Unlock()
+	if !synced {
+		http.Error(w, "controllers' caches are not synced yet", http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+func (m *Manager) closeClient() {
+	if m.ownsClient {
+		_ = m.client.Close()
+	}
+}
+
+// group is a set of goroutines with one context, stopped together.
+type group struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func newGroup(parent context.Context) *group {
+	ctx, cancel := context.WithCancel(parent)
+	return &group{ctx: ctx, cancel: cancel}
+}
+
+// run starts fn on a goroutine of the group; an error other than the group's own end is
+// reported to fail.
+func (g *group) run(fail func(error), fn func(context.Context) error) {
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		if err := fn(g.ctx); err != nil && g.ctx.Err() == nil {
+			fail(err)
+		}
+	}()
+}
+
+// stop cancels the group and waits for it.
+func (g *group) stop() {
+	g.cancel()
+	g.wg.Wait()
+}
+
+// stopBy cancels the group and waits for it until deadline; it reports whether it ended.
+func (g *group) stopBy(deadline time.Time) bool {
+	g.cancel()
+	done := make(chan struct{})
+	go func() { g.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(time.Until(deadline)):
+		return false
+	}
+}

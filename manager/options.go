@@ -1,0 +1,133 @@
+package manager
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Defaults of Options.
+const (
+	DefaultLeaseTTL                = 10 // seconds
+	DefaultGracefulShutdownTimeout = 30 * time.Second
+	DefaultDialTimeout             = 5 * time.Second
+	// MinLeaseTTL is the shortest lease a manager accepts: etcd's keep-alive runs every
+	// TTL/3, and a shorter lease leaves no room for a slow answer.
+	MinLeaseTTL = 2
+)
+
+// Options configure a Manager. Every field has a documented default; New rejects values
+// that cannot work with an error that names the field.
+type Options struct {
+	// Client is the etcd client to use. When nil, the manager makes one from Endpoints and
+	// the TLS and auth fields, and closes it when Start returns.
+	Client *clientv3.Client
+	// Endpoints of etcd, used when Client is nil.
+	Endpoints []string
+	// CACert, Cert and Key are PEM files for TLS, as etcdctl's --cacert, --cert, --key.
+	CACert, Cert, Key string
+	// Username and Password authenticate to etcd when Username is set.
+	Username, Password string
+	// DialTimeout bounds New's check that etcd answers. Default 5 s.
+	DialTimeout time.Duration
+
+	// Name names the manager (its controllers' shared identity). Required: letters,
+	// digits, '-', '_' and '.'.
+	Name string
+	// ID names this replica among those of the same Name. Default: the host name and a
+	// random suffix.
+	ID string
+	// RootPrefix is where the manager keeps its own keys. Default "/etcdkit/<Name>/". It
+	// must start and end with "/".
+	RootPrefix string
+	// LeaseTTL is the TTL in seconds of the replica's session lease (leadership, and
+	// ownership in later versions). A replica that stops answering loses it after this
+	// long. Default 10; at least 2.
+	LeaseTTL int
+	// DisableLeaderElection runs leader runnables and controllers on every replica, with no
+	// election and no fence. Default false: leader election on.
+	DisableLeaderElection bool
+
+	// HealthProbeAddr is where /healthz and /readyz are served, e.g. ":8081" or
+	// "127.0.0.1:0" (a free port; see Manager.HealthProbeAddr). Default "": not served.
+	HealthProbeAddr string
+	// MetricsAddr is where /metrics is served. It may equal HealthProbeAddr: one server
+	// then serves all. Default "": not served.
+	MetricsAddr string
+	// Registry collects the manager's metrics. Default: a new registry of the manager's own.
+	Registry *prometheus.Registry
+
+	// GracefulShutdownTimeout bounds the shutdown once Start's context ends: in-flight
+	// reconciles that outlive it are cancelled. Default 30 s.
+	GracefulShutdownTimeout time.Duration
+	// Logger receives the manager's logs. Default: discarded.
+	Logger logr.Logger
+}
+
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+
+// setDefaults validates o and fills what is unset.
+func (o *Options) setDefaults() error {
+	if o.Name == "" {
+		return errors.New("manager: Name must not be empty")
+	}
+	if !namePattern.MatchString(o.Name) {
+		return fmt.Errorf("manager: Name may hold only letters, digits, '-', '_' and '.', got %q", o.Name)
+	}
+	if o.Client == nil && len(o.Endpoints) == 0 {
+		return errors.New("manager: give a Client or Endpoints")
+	}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = DefaultLeaseTTL
+	}
+	if o.LeaseTTL < MinLeaseTTL {
+		return fmt.Errorf("manager: LeaseTTL must be at least %d seconds, got %d", MinLeaseTTL, o.LeaseTTL)
+	}
+	if o.ID == "" {
+		o.ID = defaultID()
+	}
+	if strings.ContainsAny(o.ID, "/ \t\n") {
+		return fmt.Errorf("manager: ID must not hold '/' or white space, got %q", o.ID)
+	}
+	if o.RootPrefix == "" {
+		o.RootPrefix = "/etcdkit/" + o.Name + "/"
+	}
+	if !strings.HasPrefix(o.RootPrefix, "/") || !strings.HasSuffix(o.RootPrefix, "/") || o.RootPrefix == "/" {
+		return fmt.Errorf("manager: RootPrefix must start and end with '/' and not be the root, got %q", o.RootPrefix)
+	}
+	if o.GracefulShutdownTimeout < 0 {
+		return fmt.Errorf("manager: GracefulShutdownTimeout must not be negative, got %s", o.GracefulShutdownTimeout)
+	}
+	if o.GracefulShutdownTimeout == 0 {
+		o.GracefulShutdownTimeout = DefaultGracefulShutdownTimeout
+	}
+	if o.DialTimeout < 0 {
+		return fmt.Errorf("manager: DialTimeout must not be negative, got %s", o.DialTimeout)
+	}
+	if o.DialTimeout == 0 {
+		o.DialTimeout = DefaultDialTimeout
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	return nil
+}
+
+func defaultID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "replica"
+	}
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return host + "-" + hex.EncodeToString(b[:])
+}

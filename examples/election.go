@@ -67,12 +67,34 @@ func electionInteractive(ctx context.Context, e *env) error {
 
 // electionNode is one node of the demo: its own client and candidate, and its callbacks.
 type electionNode struct {
-	id       string
-	cli      *clientv3.Client
-	el       *election.Election
+	*candidate
 	elected  atomic.Int32
 	defeated atomic.Int32
 	stopRun  func()
+}
+
+// candidate is one node of a multi-node demo: its own client, so its own session, and its
+// election.
+type candidate struct {
+	id  string
+	cli *clientv3.Client
+	el  *election.Election
+}
+
+// newCandidate makes node i of a demo under prefix, with TTL 2 s.
+func newCandidate(e *env, prefix string, i int) (*candidate, error) {
+	cli, err := e.newClient()
+	if err != nil {
+		return nil, err
+	}
+	id := fmt.Sprintf("node-%d", i)
+	// The nodes log at debug level (-v), so that the story stays readable.
+	el, err := election.New(cli, prefix, id, 2, e.log.WithName(id).V(1))
+	if err != nil {
+		_ = cli.Close()
+		return nil, err
+	}
+	return &candidate{id: id, cli: cli, el: el}, nil
 }
 
 // start keeps the node campaigning until ctx ends or the node is closed.
@@ -111,20 +133,13 @@ func electionDemo(ctx context.Context, e *env) error {
 		}
 	}()
 	for i := 1; i <= 3; i++ {
-		cli, err := e.newClient()
+		c, err := newCandidate(e, prefix, i)
 		if err != nil {
 			return err
 		}
-		id := fmt.Sprintf("node-%d", i)
-		// The nodes log at debug level (-v), so that the story stays readable.
-		el, err := election.New(cli, prefix, id, 2, e.log.WithName(id).V(1))
-		if err != nil {
-			_ = cli.Close()
-			return err
-		}
-		n := &electionNode{id: id, cli: cli, el: el}
-		el.OnElected(func() { n.elected.Add(1) })
-		el.OnDefeat(func() { n.defeated.Add(1) })
+		n := &electionNode{candidate: c}
+		n.el.OnElected(func() { n.elected.Add(1) })
+		n.el.OnDefeat(func() { n.defeated.Add(1) })
 		nodes = append(nodes, n)
 	}
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]

@@ -119,9 +119,7 @@ func haIncrement(ctx context.Context, cli *clientv3.Client, el *election.Electio
 // haNode is one process of the active-passive demo: a client, a candidate, a coordinator,
 // and what its primary did.
 type haNode struct {
-	id       string
-	cli      *clientv3.Client
-	el       *election.Election
+	*candidate
 	h        *election.HACoordinator
 	accepted atomic.Int32
 	rejected atomic.Int32
@@ -140,18 +138,12 @@ func haActivePassive(ctx context.Context, e *env) error {
 		}
 	}()
 	for i := 1; i <= 3; i++ {
-		cli, err := e.newClient()
+		c, err := newCandidate(e, prefix, i)
 		if err != nil {
 			return err
 		}
-		id := fmt.Sprintf("node-%d", i)
-		// The nodes log at debug level (-v), so that the story stays readable.
-		el, err := election.New(cli, prefix, id, 2, e.log.WithName(id).V(1))
-		if err != nil {
-			_ = cli.Close()
-			return err
-		}
-		n := &haNode{id: id, cli: cli, el: el}
+		n := &haNode{candidate: c}
+		cli, el := c.cli, c.el
 		primary := func(ctx context.Context) error {
 			for {
 				_, ok, err := haIncrement(ctx, cli, el, counter)
@@ -172,7 +164,7 @@ func haActivePassive(ctx context.Context, e *env) error {
 				}
 			}
 		}
-		if n.h, err = election.NewHACoordinator(el, primary, nil, e.log.WithName(id).V(1)); err != nil {
+		if n.h, err = election.NewHACoordinator(el, primary, nil, e.log.WithName(c.id).V(1)); err != nil {
 			_ = el.Close()
 			_ = cli.Close()
 			return err

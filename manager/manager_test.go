@@ -235,6 +235,28 @@ var _ = Describe("a manager", func() {
 		Expect(mgr.Start(ctx)).To(MatchError(boom))
 	})
 
+	It("answers /healthz with 500 while etcd is cut off, and 200 again after", func(ctx SpecContext) {
+		px, err := etcdtest.NewProxy(c.Endpoint(0))
+		Expect(err).NotTo(HaveOccurred())
+		defer px.Close()
+		mgr, err := manager.New(manager.Options{
+			Endpoints: []string{px.Endpoint()}, Name: "health", DisableLeaderElection: true,
+			HealthProbeAddr: "127.0.0.1:0", GracefulShutdownTimeout: 5 * time.Second,
+		})
+		Expect(err).NotTo(HaveOccurred())
+		rep := startReplica(mgr)
+		defer rep.shutdown()
+		Eventually(mgr.HealthProbeAddr).ShouldNot(BeEmpty())
+		url := "http://" + mgr.HealthProbeAddr() + "/healthz"
+		Eventually(func() int { code, _ := get(url); return code }).Should(Equal(200))
+		px.Block()
+		Eventually(func() int { code, _ := get(url); return code }, 10*time.Second).Should(Equal(500))
+		_, body := get(url)
+		Expect(body).To(ContainSubstring(px.Endpoint()[len("http://"):]))
+		px.Unblock()
+		Eventually(func() int { code, _ := get(url); return code }, 10*time.Second).Should(Equal(200))
+	})
+
 	It("serves health, readiness and metrics with controller-runtime's series", func(ctx SpecContext) {
 		gate := make(chan struct{})
 		mgr := newManager("a", func(o *manager.Options) {

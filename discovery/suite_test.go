@@ -15,6 +15,8 @@ import (
 
 func TestDiscovery(t *testing.T) {
 	RegisterFailHandler(Fail)
+	// Conditions are waited for, not timed: a loaded CI machine may need longer than 1 s.
+	SetDefaultEventuallyTimeout(10 * time.Second)
 	RunSpecs(t, "discovery")
 }
 

@@ -263,7 +263,7 @@ var _ = Describe("an election", func() {
 		cancel()
 		Eventually(done).Should(Receive(BeNil()))
 		Expect(n1.e.IsLeader()).To(BeFalse())
-		Eventually(n2.e.IsLeader).WithTimeout(time.Second).Should(BeTrue())
+		Eventually(n2.e.IsLeader).Should(BeTrue())
 		Expect(candidates(ctx, c.Client(), prefix)).To(BeEquivalentTo(1))
 	})
 

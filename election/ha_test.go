@@ -86,7 +86,7 @@ var _ = Describe("an HA coordinator", func() {
 		h1.Stop()
 		Expect(h1.Role()).To(Equal(election.RoleNone))
 		Expect(p1.running.Load()).To(BeZero())
-		Eventually(h2.Role).WithTimeout(time.Second).Should(Equal(election.RolePrimary))
+		Eventually(h2.Role).Should(Equal(election.RolePrimary))
 		h2.Stop()
 
 		Expect(p1.both.Load()).To(BeZero(), "n1 ran both functions at once")

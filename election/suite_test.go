@@ -20,6 +20,8 @@ import (
 
 func TestElection(t *testing.T) {
 	RegisterFailHandler(Fail)
+	// Conditions are waited for, not timed: a loaded CI machine may need longer than 1 s.
+	SetDefaultEventuallyTimeout(10 * time.Second)
 	RunSpecs(t, "election")
 }
 

@@ -212,7 +212,7 @@ var _ = Describe("Lock", func() {
 		done := async(func() error { return waiter.Lock(wctx) })
 		Eventually(queueLen(key)).WithContext(ctx).Should(Equal(2))
 		cancel()
-		Eventually(done).WithTimeout(time.Second).Should(Receive(MatchError(context.Canceled)))
+		Eventually(done).WithTimeout(5 * time.Second).Should(Receive(MatchError(context.Canceled)))
 		Expect(queue(ctx, key)).To(HaveLen(1))
 
 		tctx, tcancel := context.WithTimeout(ctx, 300*time.Millisecond)

@@ -2,6 +2,7 @@ package source_test
 
 import (
 	"testing"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -11,6 +12,8 @@ import (
 
 func TestSource(t *testing.T) {
 	RegisterFailHandler(Fail)
+	// Conditions are waited for, not timed: a loaded CI machine may need longer than 1 s.
+	SetDefaultEventuallyTimeout(10 * time.Second)
 	RunSpecs(t, "source")
 }
 

@@ -203,6 +203,11 @@ func (e *Election) session(ctx context.Context) (*session, error) {
 	if s != nil && s.valid() {
 		return s, nil
 	}
+	if s != nil && s.cause() == nil {
+		// Past its deadline but not yet ended: end it before it is replaced, so that its
+		// keep-alive goroutine revokes the lease and stops even if an answer comes late.
+		s.lose(fmt.Errorf("%w: no keep-alive answer for lease %x within its TTL", ErrSessionLost, s.id))
+	}
 	bo := newBackoff(50*time.Millisecond, time.Second)
 	for {
 		s, err := newSession(ctx, e.client, e.ttl, e.log)
@@ -303,6 +308,27 @@ func (e *Election) Token() int64 {
 		return c.rev
 	}
 	return 0
+}
+
+// Term is one leadership, seen at one instant: its context (cancelled when it ends), the
+// fencing condition and token that belong to it.
+type Term struct {
+	Context context.Context
+	Guard   clientv3.Cmp
+	Token   int64
+}
+
+// Term returns the current leadership, with its context, guard and token taken together
+// (LeaderContext, Guard and Token called one after the other may see different
+// leaderships), and false when this candidate does not lead.
+func (e *Election) Term() (Term, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := e.leadingLocked()
+	if c == nil {
+		return Term{}, false
+	}
+	return Term{Context: c.ctx, Guard: clientv3.Compare(clientv3.CreateRevision(c.key), "=", c.rev), Token: c.rev}, true
 }
 
 // Guard returns the transaction condition that the current leadership still holds: the

@@ -84,7 +84,7 @@ func (b *Builder) Build(r reconcile.Reconciler) (*reconcile.Controller, error) {
 		opts.GracefulShutdownTimeout = b.mgr.opts.GracefulShutdownTimeout
 	}
 	if b.mgr.election != nil {
-		opts.Gate = leaderGate{e: b.mgr.election}
+		opts.Gate = leaderGate{m: b.mgr}
 	}
 	c, err := reconcile.New(opts, r)
 	if err != nil {

@@ -172,7 +172,9 @@ func (m *Manager) Start(ctx context.Context) error {
 		default:
 		}
 	}
-	runCtx, stopAll := context.WithCancel(ctx)
+	// The groups do not end with ctx: the shutdown below stops them one after the other,
+	// so that controllers drain while this replica still leads.
+	base, stopAll := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopAll()
 
 	servers, err := m.serveHTTP()
@@ -182,11 +184,11 @@ func (m *Manager) Start(ctx context.Context) error {
 	defer m.stopHTTP(servers)
 
 	// Groups stop in reverse order of start; each has its own context and wait group.
-	ctrls := newGroup(runCtx)
+	ctrls := newGroup(base)
 	for _, c := range controllers {
 		ctrls.run(fail, func(ctx context.Context) error { return c.Start(ctx) })
 	}
-	if err := m.waitSynced(runCtx, controllers); err != nil {
+	if err := m.waitSynced(ctx, failed, controllers); err != nil {
 		ctrls.stop()
 		if ctx.Err() != nil {
 			return nil
@@ -194,12 +196,12 @@ func (m *Manager) Start(ctx context.Context) error {
 		return err
 	}
 
-	others := newGroup(runCtx)
+	others := newGroup(base)
 	for _, r := range runnables {
 		others.run(fail, r.Start)
 	}
 
-	campaign, leaders := newGroup(runCtx), newGroup(runCtx)
+	campaign, leaders := newGroup(base), newGroup(base)
 	if m.election != nil {
 		m.election.OnElected(func() {
 			m.log.Info("elected leader", "token", m.election.Token())
@@ -239,12 +241,13 @@ func (m *Manager) Start(ctx context.Context) error {
 	}
 	// Leader work ends first; controllers drain their reconciles in flight while this
 	// replica still leads (their fence holds); then the replica resigns and revokes its
-	// lease.
+	// lease. Controllers cancel what outlives their own graceful timeout (the manager's),
+	// so they are given a little longer than the manager's deadline before it gives up.
 	deadline := time.Now().Add(m.opts.GracefulShutdownTimeout)
 	timedOut := !leaders.stopBy(deadline)
-	timedOut = !ctrls.stopBy(deadline) || timedOut
+	timedOut = !ctrls.stopBy(deadline.Add(ctrlGrace)) || timedOut
 	timedOut = !others.stopBy(deadline) || timedOut
-	timedOut = !campaign.stopBy(deadline) || timedOut
+	timedOut = !campaign.stopBy(deadline.Add(ctrlGrace)) || timedOut
 	if m.election != nil {
 		if err := m.election.Close(); err != nil {
 			m.log.Error(err, "resigning")
@@ -257,8 +260,14 @@ func (m *Manager) Start(ctx context.Context) error {
 	return result
 }
 
+// ctrlGrace is how much longer than the manager's graceful timeout a controller may take
+// to return after it cancelled its last reconciles.
+const ctrlGrace = 5 * time.Second
+
 // leadTerms runs the leader runnables during each leadership: started when this replica is
-// elected, their context ends with the leadership, and they start again at the next one.
+// elected, their context ends with the leadership and carries its fence, and they start
+// again at the next one. The first error of a runnable ends the term's runnables and is
+// returned.
 func (m *Manager) leadTerms(ctx context.Context, runs []Runnable) error {
 	for {
 		select {
@@ -266,12 +275,12 @@ func (m *Manager) leadTerms(ctx context.Context, runs []Runnable) error {
 			return nil
 		case <-m.elected:
 		}
-		term := m.election.LeaderContext()
-		if term.Err() != nil {
+		term, ok := m.election.Term()
+		if !ok {
 			continue // the leadership ended before it could be used
 		}
-		tctx, cancel := context.WithCancel(ctx)
-		stop := context.AfterFunc(term, cancel)
+		tctx, cancel := context.WithCancel(store.WithFence(ctx, m.leaderFence(term)))
+		stop := context.AfterFunc(term.Context, cancel)
 		var wg sync.WaitGroup
 		errs := make(chan error, len(runs))
 		for _, r := range runs {
@@ -280,6 +289,7 @@ func (m *Manager) leadTerms(ctx context.Context, runs []Runnable) error {
 				defer wg.Done()
 				if err := r.Start(tctx); err != nil && tctx.Err() == nil {
 					errs <- err
+					cancel() // the others end with it
 				}
 			}()
 		}
@@ -294,8 +304,14 @@ func (m *Manager) leadTerms(ctx context.Context, runs []Runnable) error {
 	}
 }
 
-// waitSynced waits until every controller's sources have their initial lists.
-func (m *Manager) waitSynced(ctx context.Context, controllers []*reconcile.Controller) error {
+// leaderFence is the fence of a leadership: its leader key still has the term's token.
+func (m *Manager) leaderFence(t election.Term) store.Fence {
+	return store.Fence{Cmps: []clientv3.Cmp{t.Guard}, Holder: fmt.Sprintf("leadership of %s (token %d)", m.opts.ID, t.Token)}
+}
+
+// waitSynced waits until every controller's sources have their initial lists, ctx ends, or
+// a controller fails (its error is returned).
+func (m *Manager) waitSynced(ctx context.Context, failed <-chan error, controllers []*reconcile.Controller) error {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -315,6 +331,8 @@ func (m *Manager) waitSynced(ctx context.Context, controllers []*reconcile.Contr
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("manager: waiting for the controllers' initial lists: %w", ctx.Err())
+		case err := <-failed:
+			return err
 		case <-t.C:
 		}
 	}
@@ -322,19 +340,15 @@ func (m *Manager) waitSynced(ctx context.Context, controllers []*reconcile.Contr
 
 // leaderGate admits requests only while this replica leads, fenced by the leader key, in
 // a context that ends with the leadership.
-type leaderGate struct{ e *election.Election }
+type leaderGate struct{ m *Manager }
 
 func (g leaderGate) Admit(ctx context.Context, _ reconcile.Request) (context.Context, func(), bool) {
-	term := g.e.LeaderContext()
-	if term.Err() != nil {
+	term, ok := g.m.election.Term()
+	if !ok {
 		return nil, nil, false
 	}
-	fence := store.Fence{
-		Cmps:   []clientv3.Cmp{g.e.Guard()},
-		Holder: fmt.Sprintf("leadership of %s (token %d)", g.e.ID(), g.e.Token()),
-	}
-	rctx, cancel := context.WithCancel(store.WithFence(ctx, fence))
-	stop := context.AfterFunc(term, cancel)
+	rctx, cancel := context.WithCancel(store.WithFence(ctx, g.m.leaderFence(term)))
+	stop := context.AfterFunc(term.Context, cancel)
 	return rctx, func() { stop(); cancel() }, true
 }
 

@@ -208,6 +208,55 @@ var _ = Describe("a manager", func() {
 		Expect(got.Value).NotTo(HaveKeyWithValue("status", "stale"), "no write of the former leadership was accepted")
 	})
 
+	It("drains a reconcile in flight at shutdown while still leading, then resigns", func(ctx SpecContext) {
+		mgr := newManager("a", nil)
+		jobs, err := store.New[map[string]string](mgr.Client(), "/dr/", store.Options[map[string]string]{})
+		Expect(err).NotTo(HaveOccurred())
+		entered, release := make(chan struct{}), make(chan struct{})
+		var written atomic.Pointer[error]
+		var leadingWhileDraining atomic.Bool
+		r := reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+			close(entered)
+			<-release
+			leadingWhileDraining.Store(mgr.IsLeader() && ctx.Err() == nil)
+			_, err := jobs.Mutate(ctx, req.Key, func(v *map[string]string) error { (*v)["status"] = "done"; return nil })
+			written.Store(&err)
+			return reconcile.Result{}, err
+		})
+		Expect(manager.NewControllerManagedBy(mgr).Named("drain").Watches(source.Prefix("/dr/")).Complete(r)).To(Succeed())
+		rep := startReplica(mgr)
+		Eventually(mgr.IsLeader).Should(BeTrue())
+		_, err = c.Client().Put(ctx, "/dr/k", "{}")
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(entered).Should(BeClosed())
+		rep.stop() // shutdown begins with the reconcile in flight
+		Consistently(rep.done, 200*time.Millisecond).ShouldNot(Receive(), "Start waits for the reconcile")
+		close(release)
+		Eventually(rep.done).Should(Receive(BeNil()))
+		Expect(leadingWhileDraining.Load()).To(BeTrue(), "the replica resigns only after the drain")
+		Expect(*written.Load()).NotTo(HaveOccurred())
+		got, err := jobs.Get(ctx, "/dr/k")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(got.Value).To(HaveKeyWithValue("status", "done"))
+		Expect(mgr.IsLeader()).To(BeFalse())
+	})
+
+	It("returns a controller's error when it cannot sync, and a leader runnable's error at once", func(ctx SpecContext) {
+		mgr := newManager("a", nil)
+		noop := reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) { return reconcile.Result{}, nil })
+		future := source.Prefix("/fut/").WithOptions(source.Options{StartRevision: 1 << 40})
+		Expect(manager.NewControllerManagedBy(mgr).Named("future").Watches(future).Complete(noop)).To(Succeed())
+		Expect(mgr.Start(ctx)).To(MatchError(ContainSubstring("beyond etcd's current revision")))
+
+		mgr2 := newManager("b", nil)
+		boom := errors.New("boom")
+		Expect(mgr2.Add(manager.RunnableFunc(func(context.Context) error { return boom }))).To(Succeed())
+		Expect(mgr2.Add(manager.RunnableFunc(func(ctx context.Context) error { <-ctx.Done(); return nil }))).To(Succeed())
+		done := make(chan error, 1)
+		go func() { done <- mgr2.Start(ctx) }()
+		Eventually(done).Should(Receive(MatchError(boom)))
+	})
+
 	It("runs leader runnables on the leader only and the others everywhere, and stops them all", func(ctx SpecContext) {
 		var leaderRuns, everywhereRuns atomic.Int32
 		mgr := newManager("a", nil)

@@ -149,6 +149,11 @@ func (c *Controller) Watch(src *source.Source, h EventHandler) error {
 	if c.started {
 		return fmt.Errorf("reconcile: controller %q: Watch after Start", c.name)
 	}
+	for _, w := range c.watches {
+		if w.src == src {
+			return fmt.Errorf("reconcile: controller %q watches the source of %s already (a source feeds one handler)", c.name, src.Prefix())
+		}
+	}
 	c.watches = append(c.watches, watch{src: src, h: h})
 	return nil
 }
@@ -200,9 +205,9 @@ func (c *Controller) HasSynced() bool {
 }
 
 // Start runs the sources, waits for their initial lists, and runs the workers until ctx
-// ends. Then it stops taking work, waits up to GracefulShutdownTimeout for reconciles in
-// flight, cancels those still running, and returns once every goroutine it started has
-// ended. It returns nil after a clean stop.
+// ends or a source fails. Then it stops taking work, waits up to GracefulShutdownTimeout for
+// reconciles in flight, cancels those still running, and returns once every goroutine it
+// started has ended. It returns nil after a clean stop, the source's error otherwise.
 func (c *Controller) Start(ctx context.Context) error {
 	c.mu.Lock()
 	if c.started {
@@ -213,18 +218,24 @@ func (c *Controller) Start(ctx context.Context) error {
 	watches := append([]watch(nil), c.watches...)
 	c.mu.Unlock()
 
-	// Sources run on goroutines of their own until srcCtx ends (at the end of Start).
+	// Sources run on goroutines of their own until srcCtx ends (at the end of Start). A
+	// source that cannot run (one already run by another controller) fails Start.
 	srcCtx, stopSources := context.WithCancel(ctx)
+	srcFailed := make(chan error, len(watches))
 	var srcWG sync.WaitGroup
 	for _, w := range watches {
 		srcWG.Add(1)
 		go func() {
 			defer srcWG.Done()
-			_ = w.src.Run(srcCtx, func(e source.Event) {
+			err := w.src.Run(srcCtx, func(e source.Event) {
 				for _, req := range w.h(e) {
 					c.queue.Add(req.Key)
 				}
 			})
+			if err != nil && srcCtx.Err() == nil {
+				srcFailed <- fmt.Errorf("reconcile: controller %q: source %s: %w", c.name, w.src.Prefix(), err)
+				stopSources()
+			}
 		}()
 	}
 	defer func() {
@@ -232,11 +243,16 @@ func (c *Controller) Start(ctx context.Context) error {
 		srcWG.Wait()
 	}()
 
-	syncCtx, cancelSync := context.WithTimeout(ctx, c.opts.SyncTimeout)
+	syncCtx, cancelSync := context.WithTimeout(srcCtx, c.opts.SyncTimeout)
 	for _, w := range watches {
 		if err := w.src.WaitForSync(syncCtx); err != nil {
 			cancelSync()
 			c.queue.ShutDown()
+			select {
+			case err := <-srcFailed:
+				return err
+			default:
+			}
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -260,7 +276,12 @@ func (c *Controller) Start(ctx context.Context) error {
 		}()
 	}
 
-	<-ctx.Done()
+	var result error
+	select {
+	case <-ctx.Done():
+	case result = <-srcFailed:
+		c.log.Error(result, "a source failed; stopping")
+	}
 	c.log.Info("stopping: no new work, waiting for reconciles in flight", "timeout", c.opts.GracefulShutdownTimeout)
 	c.queue.ShutDown()
 	idle := make(chan struct{})
@@ -272,7 +293,7 @@ func (c *Controller) Start(ctx context.Context) error {
 		cancelWork()
 		<-idle
 	}
-	return nil
+	return result
 }
 
 // processNext reconciles one request; it returns false once the queue is shut down.

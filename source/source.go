@@ -152,8 +152,8 @@ func (s *Source) Prefix() string { return s.prefix }
 // Run lists the prefix, then watches it until ctx ends, calling h for every event that
 // passes the predicates. Run again after a stop, it resumes from the last seen revision
 // (relisting if that history was compacted meanwhile). It returns ctx's error, or an error
-// if the source was already running. Transient etcd failures are retried with backoff,
-// never returned.
+// if the source was already running or its StartRevision lies in the future. Transient
+// etcd failures are retried with backoff, never returned.
 func (s *Source) Run(ctx context.Context, h Handler) error {
 	if !s.running.TryLock() {
 		return errors.New("source: already running")
@@ -172,6 +172,9 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 	for ctx.Err() == nil {
 		if next == 0 {
 			rev, err := s.list(ctx, h)
+			if errors.Is(err, rpctypes.ErrFutureRev) {
+				return fmt.Errorf("source %s: StartRevision %d is beyond etcd's current revision: %w", s.prefix, s.opts.StartRevision, err)
+			}
 			if err != nil {
 				if ctx.Err() == nil {
 					s.log.Error(err, "listing failed, retrying", "backoff", backoff)
@@ -216,11 +219,19 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 // delivering a Put for every new or changed key and a Delete for every vanished one. It
 // returns the revision of the snapshot.
 func (s *Source) list(ctx context.Context, h Handler) (int64, error) {
-	rev := int64(0)
-	if start := s.opts.StartRevision; start > 0 && !s.HasSynced() {
-		rev = start - 1 // the state just before the replay starts
+	var (
+		kvs []*mvccpb.KeyValue
+		rev int64
+		err error
+	)
+	switch start := s.opts.StartRevision; {
+	case start == 1 && !s.HasSynced():
+		// Before revision 1 there was nothing: replay the whole history.
+	case start > 1 && !s.HasSynced():
+		kvs, rev, err = s.readAll(ctx, start-1) // the state just before the replay starts
+	default:
+		kvs, rev, err = s.readAll(ctx, 0)
 	}
-	kvs, rev, err := s.readAll(ctx, rev)
 	if errors.Is(err, rpctypes.ErrCompacted) {
 		s.log.Info("start revision compacted, listing the current state instead", "startRevision", s.opts.StartRevision)
 		kvs, rev, err = s.readAll(ctx, 0)

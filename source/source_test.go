@@ -220,6 +220,32 @@ var _ = Describe("a prefix source", func() {
 		}).Should(Equal([]string{"1", "2", "3"}))
 	})
 
+	It("replays the whole history from revision 1, and refuses a start in the future", func(ctx SpecContext) {
+		_, err := cli.Put(ctx, "/h1/a", "1")
+		Expect(err).NotTo(HaveOccurred())
+		_, err = cli.Put(ctx, "/h1/b", "1")
+		Expect(err).NotTo(HaveOccurred())
+		last, err := cli.Delete(ctx, "/h1/a")
+		Expect(err).NotTo(HaveOccurred())
+		s, err := source.New(cli, "/h1/", source.Options{StartRevision: 1})
+		Expect(err).NotTo(HaveOccurred())
+		rec := newRecorder()
+		stop := run(s, rec.handle)
+		defer stop()
+		Eventually(func() []string {
+			_, evs := rec.snapshot()
+			var out []string
+			for _, e := range evs {
+				out = append(out, e.Type.String()+" "+e.Key)
+			}
+			return out
+		}).Should(Equal([]string{"PUT /h1/a", "PUT /h1/b", "DELETE /h1/a"}))
+
+		future, err := source.New(cli, "/h1/", source.Options{StartRevision: last.Header.Revision + 1000})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(future.Run(ctx, func(source.Event) {})).To(MatchError(ContainSubstring("beyond etcd's current revision")))
+	})
+
 	It("filters events with predicates", func(ctx SpecContext) {
 		s, err := source.New(cli, "/f/", source.Options{Predicates: []source.Predicate{source.ValueChanged()}})
 		Expect(err).NotTo(HaveOccurred())

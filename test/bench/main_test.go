@@ -58,24 +58,29 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	return ds[i]
 }
 
-// ratio times fn and baseline for n rounds each, interleaved in blocks so that both see the
-// same machine, and reports ours/baseline (below 1 is faster than the baseline).
+// ratio times fn and baseline for n rounds each, interleaved in blocks that alternate which
+// goes first, so that both see the same machine, and reports ours/baseline (below 1 is
+// faster than the baseline).
 func ratio(b *testing.B, n int, fn, baseline func()) {
 	b.Helper()
 	var ours, base time.Duration
 	const block = 10
-	for done := 0; done < n; done += block {
-		k := min(block, n-done)
+	timed := func(f func(), k int) time.Duration {
 		t0 := time.Now()
 		for i := 0; i < k; i++ {
-			baseline()
+			f()
 		}
-		t1 := time.Now()
-		for i := 0; i < k; i++ {
-			fn()
+		return time.Since(t0)
+	}
+	for done, odd := 0, false; done < n; done, odd = done+block, !odd {
+		k := min(block, n-done)
+		if odd {
+			ours += timed(fn, k)
+			base += timed(baseline, k)
+		} else {
+			base += timed(baseline, k)
+			ours += timed(fn, k)
 		}
-		base += t1.Sub(t0)
-		ours += time.Since(t1)
 	}
 	b.ReportMetric(float64(ours)/float64(n), "ns/op-etcdkit")
 	b.ReportMetric(float64(base)/float64(n), "ns/op-baseline")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -19,12 +20,8 @@ import (
 // client is closed.
 func (m *Manager) run(ctx context.Context) {
 	defer m.wg.Done()
-	delay := minBackoff
-	pause := func() bool {
-		ok := etcdutil.Sleep(ctx, delay)
-		delay = nextBackoff(delay)
-		return ok
-	}
+	bo := etcdutil.Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
+	pause := func() bool { return etcdutil.Sleep(ctx, bo.Next()) }
 	relist := func() bool {
 		for {
 			err := m.relist(ctx)
@@ -34,9 +31,10 @@ func (m *Manager) run(ctx context.Context) {
 			if ctx.Err() != nil || m.client.Ctx().Err() != nil {
 				return false
 			}
+			d := bo.Next()
 			m.log.Info("listing the configuration failed; retrying", "prefix", m.prefix,
-				"retryIn", delay.String(), "error", err.Error())
-			if !pause() {
+				"retryIn", d.String(), "error", err.Error())
+			if !etcdutil.Sleep(ctx, d) {
 				return false
 			}
 		}
@@ -57,7 +55,7 @@ func (m *Manager) run(ctx context.Context) {
 		// A watch that delivered something was healthy: relist at once. One that broke
 		// before delivering anything is not retried in a tight loop.
 		if progressed {
-			delay = minBackoff
+			bo.Reset()
 		} else if !pause() {
 			return
 		}

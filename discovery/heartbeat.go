@@ -71,7 +71,7 @@ func (r *Registry) keepAlive(ctx context.Context, reg *registration, lease clien
 // republish grants a new lease and publishes reg on it, retrying with backoff. It reports
 // false when it gave up because ctx ended or the client closed.
 func (r *Registry) republish(ctx context.Context, reg *registration) bool {
-	delay := minBackoff
+	bo := etcdutil.Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
 	for {
 		actx, cancel := context.WithTimeout(ctx, time.Duration(r.ttl)*time.Second)
 		err := r.publish(actx, reg)
@@ -82,12 +82,12 @@ func (r *Registry) republish(ctx context.Context, reg *registration) bool {
 		if ctx.Err() != nil || r.client.Ctx().Err() != nil {
 			return false
 		}
+		delay := bo.Next()
 		r.log.Info("registering again failed; retrying", "service", reg.info.Name, "id", reg.info.ID,
 			"retryIn", delay.String(), "error", err.Error())
 		if !etcdutil.Sleep(ctx, delay) {
 			return false
 		}
-		delay = nextBackoff(delay)
 	}
 }
 

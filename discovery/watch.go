@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -97,12 +98,8 @@ type watcher struct {
 // client is closed.
 func (w *watcher) run(ctx context.Context) {
 	log := w.r.log.WithValues("service", w.name)
-	delay := minBackoff
-	pause := func() bool {
-		ok := etcdutil.Sleep(ctx, delay)
-		delay = nextBackoff(delay)
-		return ok
-	}
+	bo := etcdutil.Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
+	pause := func() bool { return etcdutil.Sleep(ctx, bo.Next()) }
 	for {
 		progressed, err := w.watch(ctx)
 		if ctx.Err() != nil {
@@ -116,7 +113,7 @@ func (w *watcher) run(ctx context.Context) {
 		// A watch that delivered something was healthy: relist at once. One that broke
 		// before delivering anything (no leader, say) is not retried in a tight loop.
 		if progressed {
-			delay = minBackoff
+			bo.Reset()
 		} else if !pause() {
 			return
 		}
@@ -128,8 +125,9 @@ func (w *watcher) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			log.Info("listing the service failed; retrying", "retryIn", delay.String(), "error", err.Error())
-			if !pause() {
+			d := bo.Next()
+			log.Info("listing the service failed; retrying", "retryIn", d.String(), "error", err.Error())
+			if !etcdutil.Sleep(ctx, d) {
 				return
 			}
 		}

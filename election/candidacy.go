@@ -9,6 +9,8 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdkit/etcdkit/internal/etcdutil"
 )
 
 // candidacy is this candidate's key under the prefix, on one session. Campaign creates it;
@@ -79,7 +81,7 @@ func (e *Election) nominate(ctx context.Context, s *session) (*candidacy, error)
 func (e *Election) watchOwnKey(c *candidacy, from int64) {
 	defer e.wg.Done()
 	defer e.candidacyEnded(c)
-	bo := newBackoff(50*time.Millisecond, time.Second)
+	bo := &etcdutil.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
 	for c.ctx.Err() == nil {
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(c.ctx))
 		for wr := range e.client.Watch(wctx, c.key, clientv3.WithRev(from)) {
@@ -95,7 +97,7 @@ func (e *Election) watchOwnKey(c *candidacy, from int64) {
 			}
 		}
 		cancel()
-		if sleep(c.ctx, bo.next()) != nil {
+		if !etcdutil.Sleep(c.ctx, bo.Next()) {
 			return
 		}
 		resp, err := e.client.Get(c.ctx, c.key)
@@ -124,9 +126,9 @@ func (e *Election) candidacyEnded(c *candidacy) {
 // waits for the deletion of the next older key only, so a change of leader wakes one
 // candidate, not all.
 func (e *Election) waitTurn(ctx context.Context, c *candidacy) error {
-	ctx, cancel := either(ctx, c.ctx)
+	ctx, cancel := etcdutil.Bound(ctx, c.ctx)
 	defer cancel()
-	bo := newBackoff(50*time.Millisecond, time.Second)
+	bo := &etcdutil.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
 	for {
 		resp, err := e.client.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(c.key), "=", c.rev)).
@@ -137,7 +139,7 @@ func (e *Election) waitTurn(ctx context.Context, c *candidacy) error {
 			return context.Cause(ctx)
 		case err != nil && transient(err):
 			e.log.V(1).Info("campaign: etcd did not answer, retrying", "error", err.Error())
-			if sleep(ctx, bo.next()) != nil {
+			if !etcdutil.Sleep(ctx, bo.Next()) {
 				return context.Cause(ctx)
 			}
 			continue
@@ -148,7 +150,7 @@ func (e *Election) waitTurn(ctx context.Context, c *candidacy) error {
 			c.cancel(err)
 			return err
 		}
-		bo.reset()
+		bo.Reset()
 		kvs := resp.Responses[0].GetResponseRange().Kvs
 		if len(kvs) == 0 {
 			return nil
@@ -184,7 +186,7 @@ func (e *Election) waitDelete(ctx context.Context, key string, from int64) error
 // abandoned: its lease is revoked or runs out, and etcd deletes the key then, so a key
 // never outlives a candidacy by more than a TTL.
 func (e *Election) deleteKey(ctx context.Context, c *candidacy) error {
-	bo := newBackoff(20*time.Millisecond, 500*time.Millisecond)
+	bo := &etcdutil.Backoff{Min: 20 * time.Millisecond, Max: 500 * time.Millisecond}
 	var err error
 	for {
 		_, err = e.client.Txn(ctx).
@@ -195,7 +197,7 @@ func (e *Election) deleteKey(ctx context.Context, c *candidacy) error {
 			break
 		}
 		e.log.V(1).Info("deleting the key: etcd did not answer, retrying", "key", c.key, "error", err.Error())
-		if sleep(ctx, bo.next()) != nil {
+		if !etcdutil.Sleep(ctx, bo.Next()) {
 			break
 		}
 	}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/go-logr/logr"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdkit/etcdkit/internal/etcdutil"
 )
 
 // MinTTL is the shortest session TTL, in seconds, that New accepts. etcd itself rounds
@@ -157,7 +159,7 @@ func (e *Election) Campaign(ctx context.Context) error {
 	if e.isClosed() {
 		return ErrClosed
 	}
-	ctx, cancel := either(ctx, e.stopCtx)
+	ctx, cancel := etcdutil.Bound(ctx, e.stopCtx)
 	defer cancel()
 	if err := e.lockCampaign(ctx); err != nil {
 		return context.Cause(ctx)
@@ -208,7 +210,7 @@ func (e *Election) session(ctx context.Context) (*session, error) {
 		// keep-alive goroutine revokes the lease and stops even if an answer comes late.
 		s.lose(fmt.Errorf("%w: no keep-alive answer for lease %x within its TTL", ErrSessionLost, s.id))
 	}
-	bo := newBackoff(50*time.Millisecond, time.Second)
+	bo := &etcdutil.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
 	for {
 		s, err := newSession(ctx, e.client, e.ttl, e.log)
 		if err == nil {
@@ -232,7 +234,7 @@ func (e *Election) session(ctx context.Context) (*session, error) {
 			return nil, err
 		}
 		e.log.V(1).Info("campaign: etcd did not answer, retrying", "error", err.Error())
-		if sleep(ctx, bo.next()) != nil {
+		if !etcdutil.Sleep(ctx, bo.Next()) {
 			return nil, context.Cause(ctx)
 		}
 	}
@@ -371,7 +373,7 @@ func (e *Election) Resign(ctx context.Context) error {
 		return nil
 	}
 	// Close ends a Resign that waits on etcd: it revokes the session, which deletes the key.
-	ctx, cancel := either(ctx, e.stopCtx)
+	ctx, cancel := etcdutil.Bound(ctx, e.stopCtx)
 	defer cancel()
 	if err := e.lockCampaign(ctx); err != nil {
 		return err

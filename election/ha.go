@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+
+	"github.com/etcdkit/etcdkit/internal/etcdutil"
 )
 
 // Role is what an HACoordinator runs.
@@ -155,7 +157,7 @@ func (h *HACoordinator) run(ctx context.Context) {
 
 // play runs fn in role r until ctx ends, starting it again when it returns early.
 func (h *HACoordinator) play(ctx context.Context, r Role, fn func(context.Context) error) {
-	bo := newBackoff(100*time.Millisecond, 5*time.Second)
+	bo := &etcdutil.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	h.log.Info("role started", "role", r.String())
 	for {
 		h.setRole(r)
@@ -163,13 +165,13 @@ func (h *HACoordinator) play(ctx context.Context, r Role, fn func(context.Contex
 		if ctx.Err() != nil {
 			break
 		}
-		d := bo.next()
+		d := bo.Next()
 		if err != nil {
 			h.log.Error(err, "function failed, starting it again", "role", r.String(), "after", d)
 		} else {
 			h.log.Info("function returned while its role holds, starting it again", "role", r.String(), "after", d)
 		}
-		if sleep(ctx, d) != nil {
+		if !etcdutil.Sleep(ctx, d) {
 			break
 		}
 	}

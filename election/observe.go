@@ -8,6 +8,8 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdkit/etcdkit/internal/etcdutil"
 )
 
 // Observe returns a channel that receives the leader's id each time the leader changes,
@@ -30,7 +32,7 @@ func (e *Election) Observe(ctx context.Context) <-chan string {
 	}
 	e.wg.Add(1)
 	e.mu.Unlock()
-	ctx, cancel := either(ctx, e.stopCtx)
+	ctx, cancel := etcdutil.Bound(ctx, e.stopCtx)
 	// The observer belongs to the caller's ctx and to the Election: it ends when either
 	// ends, and closes ch.
 	go func() {
@@ -78,14 +80,14 @@ func (o *observer) report(ctx context.Context) bool {
 
 func (e *Election) observe(ctx context.Context, ch chan<- string) {
 	o := &observer{ch: ch}
-	bo := newBackoff(50*time.Millisecond, time.Second)
+	bo := &etcdutil.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
 	for ctx.Err() == nil {
 		resp, err := e.client.Get(ctx, e.prefix, clientv3.WithPrefix())
 		if err != nil {
 			if ctx.Err() == nil {
 				e.log.V(1).Info("observe: listing the candidates failed, retrying", "error", err.Error())
 			}
-			_ = sleep(ctx, bo.next())
+			_ = etcdutil.Sleep(ctx, bo.Next())
 			continue
 		}
 		o.cands = make(map[string]candidate, len(resp.Kvs))
@@ -104,7 +106,7 @@ func (e *Election) observe(ctx context.Context, ch chan<- string) {
 
 // follow applies the watch from revision from to o until ctx ends (false) or the revisions
 // it needs are compacted (true: the caller lists again).
-func (e *Election) follow(ctx context.Context, o *observer, from int64, bo *backoff) bool {
+func (e *Election) follow(ctx context.Context, o *observer, from int64, bo *etcdutil.Backoff) bool {
 	for {
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 		wch := e.client.Watch(wctx, e.prefix, clientv3.WithPrefix(), clientv3.WithRev(from))
@@ -117,7 +119,7 @@ func (e *Election) follow(ctx context.Context, o *observer, from int64, bo *back
 				e.log.V(1).Info("observe: watch broke, resuming", "revision", from, "error", wr.Err().Error())
 				break
 			}
-			bo.reset()
+			bo.Reset()
 			// Events of one revision (one transaction) are applied together, then reported.
 			for i, ev := range wr.Events {
 				key := string(ev.Kv.Key)
@@ -137,7 +139,7 @@ func (e *Election) follow(ctx context.Context, o *observer, from int64, bo *back
 			}
 		}
 		cancel()
-		if sleep(ctx, bo.next()) != nil {
+		if !etcdutil.Sleep(ctx, bo.Next()) {
 			return false
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+
+	"github.com/etcdkit/etcdkit/internal/etcdutil"
 )
 
 // runLoop is the one campaign loop that all active Run calls share.
@@ -77,25 +79,25 @@ func (e *Election) campaignLoop(ctx context.Context, l *runLoop, prev <-chan str
 		case <-ctx.Done():
 		}
 	}
-	bo := newBackoff(100*time.Millisecond, time.Duration(e.ttl)*time.Second)
+	bo := &etcdutil.Backoff{Min: 100 * time.Millisecond, Max: time.Duration(e.ttl) * time.Second}
 	for ctx.Err() == nil {
 		err := e.Campaign(ctx)
 		if ctx.Err() != nil {
 			break
 		}
 		if err != nil {
-			d := bo.next()
+			d := bo.Next()
 			if errors.Is(err, ErrSessionLost) {
 				e.log.Info("candidacy lost, campaigning again", "reason", err.Error())
 			} else {
 				e.log.Error(err, "campaign failed, retrying", "after", d)
 			}
-			if sleep(ctx, d) != nil {
+			if !etcdutil.Sleep(ctx, d) {
 				break
 			}
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		select {
 		case <-e.LeaderContext().Done():
 		case <-ctx.Done():

@@ -162,7 +162,7 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 	if h == nil {
 		return errors.New("source: handler must not be nil")
 	}
-	backoff := s.opts.MinBackoff
+	bo := etcdutil.Backoff{Min: s.opts.MinBackoff, Max: s.opts.MaxBackoff}
 	// next is the revision the next watch starts from; 0 means list first. A source run
 	// again after a stop resumes from what its cache has seen.
 	next := int64(0)
@@ -177,12 +177,11 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 			}
 			if err != nil {
 				if ctx.Err() == nil {
-					s.log.Error(err, "listing failed, retrying", "backoff", backoff)
+					s.log.Error(err, "listing failed, retrying")
 				}
-				if !etcdutil.Sleep(ctx, backoff) {
+				if !etcdutil.Sleep(ctx, bo.Next()) {
 					break
 				}
-				backoff = min(2*backoff, s.opts.MaxBackoff)
 				continue
 			}
 			next = rev + 1
@@ -192,7 +191,7 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 			break
 		}
 		if progressed {
-			backoff = s.opts.MinBackoff
+			bo.Reset()
 		}
 		if errors.Is(err, rpctypes.ErrCompacted) {
 			s.log.Info("watch history compacted, relisting", "from", next)
@@ -206,11 +205,11 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 		s.stats.Resumes++
 		next = s.rev + 1
 		s.mu.Unlock()
-		s.log.V(1).Info("watch broke, resuming", "from", next, "error", fmt.Sprint(err), "backoff", backoff)
-		if !etcdutil.Sleep(ctx, backoff) {
+		d := bo.Next()
+		s.log.V(1).Info("watch broke, resuming", "from", next, "error", fmt.Sprint(err), "backoff", d)
+		if !etcdutil.Sleep(ctx, d) {
 			break
 		}
-		backoff = min(2*backoff, s.opts.MaxBackoff)
 	}
 	return ctx.Err()
 }

@@ -2,6 +2,7 @@ package etcdutil
 
 import (
 	"context"
+	"math/rand/v2"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -54,12 +55,34 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// Bound returns a context that ends with ctx or with stop, whichever ends first.
+// Bound returns a context that ends when ctx or stop ends, with the cause of the first to
+// end. Its values are ctx's.
 func Bound(ctx, stop context.Context) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(ctx)
-	unhook := context.AfterFunc(stop, cancel)
-	return ctx, func() {
+	bound, cancel := context.WithCancelCause(ctx)
+	unhook := context.AfterFunc(stop, func() { cancel(context.Cause(stop)) })
+	return bound, func() {
 		unhook()
-		cancel()
+		cancel(nil)
 	}
 }
+
+// Backoff is an exponential delay with jitter: Min, doubling up to Max, each within ±20%.
+// The zero value is not useful; set Min and Max.
+type Backoff struct {
+	Min, Max time.Duration
+	cur      time.Duration
+}
+
+// Next returns the next delay.
+func (b *Backoff) Next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.Min
+	} else {
+		b.cur = min(2*b.cur, b.Max)
+	}
+	jitter := time.Duration((rand.Float64()*0.4 - 0.2) * float64(b.cur))
+	return b.cur + jitter
+}
+
+// Reset starts the delays from Min again.
+func (b *Backoff) Reset() { b.cur = 0 }

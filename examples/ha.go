@@ -10,10 +10,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/etcdkit/etcdkit/election"
+	"github.com/etcdkit/etcdkit/lock"
 )
 
 // The interactive HA example campaigns under haPrefix, a fixed prefix so that the examples
@@ -282,7 +283,7 @@ func haActivePassive(ctx context.Context, e *env) error {
 }
 
 // haActiveActive runs three workers that all process requests, each a read-modify-write of
-// one shared counter under a distributed lock (etcd's concurrency.Mutex).
+// one shared counter under a distributed lock (lock.New), each write fenced by the lock.
 func haActiveActive(ctx context.Context, e *env) error {
 	const workers, requests = 3, 10
 	lockKey, counter := e.key("active-active/lock"), e.key("active-active/counter")
@@ -322,14 +323,14 @@ func haActiveActive(ctx context.Context, e *env) error {
 	return expect(got == workers*requests && most.Load() == 1, "counter %d and one worker at a time, got %d and %d", workers*requests, got, most.Load())
 }
 
-// haWorker processes requests, each under the lock: read the counter, write it plus one.
+// haWorker processes requests, each under the lock: read the counter, write it plus one,
+// guarded by the lock (a worker that lost the lock cannot write).
 func haWorker(ctx context.Context, cli *clientv3.Client, lockKey, counter string, requests int, inside, most *atomic.Int32) error {
-	s, err := concurrency.NewSession(cli, concurrency.WithTTL(5), concurrency.WithContext(ctx))
+	m, err := lock.New(cli, lock.Config{Key: lockKey, TTL: 5}, logr.Discard())
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	m := concurrency.NewMutex(s, lockKey)
+	defer m.Close()
 	for i := 0; i < requests; i++ {
 		if err := m.Lock(ctx); err != nil {
 			return err
@@ -343,7 +344,11 @@ func haWorker(ctx context.Context, cli *clientv3.Client, lockKey, counter string
 			if len(resp.Kvs) == 1 {
 				n, _ = strconv.Atoi(string(resp.Kvs[0].Value))
 			}
-			_, err = cli.Put(ctx, counter, strconv.Itoa(n+1))
+			var put *clientv3.TxnResponse
+			put, err = cli.Txn(ctx).If(m.Guard()).Then(clientv3.OpPut(counter, strconv.Itoa(n+1))).Commit()
+			if err == nil && !put.Succeeded {
+				err = fmt.Errorf("the lock on %s was lost before the write", lockKey)
+			}
 		}
 		inside.Add(-1)
 		if uerr := m.Unlock(ctx); err == nil {

@@ -312,6 +312,16 @@ func (e *Election) Token() int64 {
 	return 0
 }
 
+// SessionAlive reports whether this candidate has a session and it is alive: its lease was
+// renewed within its TTL. It is false before the first campaign and while a lost session is
+// being replaced.
+func (e *Election) SessionAlive() bool {
+	e.mu.Lock()
+	s := e.sess
+	e.mu.Unlock()
+	return s != nil && s.valid()
+}
+
 // Term is one leadership, seen at one instant: its context (cancelled when it ends), the
 // fencing condition and token that belong to it.
 type Term struct {

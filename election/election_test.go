@@ -96,7 +96,9 @@ var _ = Describe("an election", func() {
 
 	It("elects the next candidate when the leader's lease is revoked, and ends the old leader's context", func(ctx SpecContext) {
 		n1, n2 := newNode(c, prefix, "n1"), newNode(c, prefix, "n2")
+		Expect(n1.e.SessionAlive()).To(BeFalse(), "no session before the first campaign")
 		Expect(n1.e.Campaign(ctx)).To(Succeed())
+		Expect(n1.e.SessionAlive()).To(BeTrue())
 		lctx := n1.e.LeaderContext()
 		r2 := n2.campaign(ctx)
 		Eventually(func() int64 { return candidates(ctx, c.Client(), prefix) }).Should(BeEquivalentTo(2))
@@ -108,6 +110,7 @@ var _ = Describe("an election", func() {
 		Eventually(lctx.Done()).Should(BeClosed())
 		Expect(context.Cause(lctx)).To(MatchError(election.ErrSessionLost))
 		Expect(n1.e.IsLeader()).To(BeFalse())
+		Eventually(n1.e.SessionAlive).Should(BeFalse(), "a one-shot Campaign does not replace a lost session by itself")
 		Eventually(n1.defeated.Load).Should(BeEquivalentTo(1))
 
 		By("a one-shot Campaign after a lost session starts a new one")
@@ -227,7 +230,9 @@ var _ = Describe("an election", func() {
 
 	It("on Close ends the leadership, calls OnDefeat, hands over at once, and refuses further calls", func(ctx SpecContext) {
 		n1, n2 := newNode(c, prefix, "n1"), newNode(c, prefix, "n2")
+		Expect(n1.e.SessionAlive()).To(BeFalse(), "no session before the first campaign")
 		Expect(n1.e.Campaign(ctx)).To(Succeed())
+		Expect(n1.e.SessionAlive()).To(BeTrue())
 		lctx := n1.e.LeaderContext()
 		r2 := n2.campaign(ctx)
 		Eventually(func() int64 { return candidates(ctx, c.Client(), prefix) }).Should(BeEquivalentTo(2))

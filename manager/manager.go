@@ -37,6 +37,7 @@ type Manager struct {
 	healthAddr  string // bound addresses, set by Start
 	metricsAddr string
 	synced      bool // every controller has its initial lists
+	campaigning bool // the election runs (its first session may take a moment)
 	elected     chan struct{}
 }
 
@@ -217,6 +218,18 @@ func (m *Manager) Start(ctx context.Context) error {
 		m.election.OnDefeat(func() {
 			m.log.Info("leadership ended")
 			m.metrics.Leader.Set(0)
+		})
+		campaign.run(fail, func(ctx context.Context) error {
+			// Healthz checks the session once the first one exists.
+			for !m.election.SessionAlive() {
+				if !etcdutil.Sleep(ctx, 10*time.Millisecond) {
+					return nil
+				}
+			}
+			m.mu.Lock()
+			m.campaigning = true
+			m.mu.Unlock()
+			return nil
 		})
 		campaign.run(fail, func(ctx context.Context) error {
 			if err := m.election.Run(ctx); err != nil && !errors.Is(err, election.ErrClosed) {
@@ -409,10 +422,18 @@ func (m *Manager) stopHTTP(servers []*http.Server) {
 	}
 }
 
-// healthz answers 200 while etcd answers this replica.
+// healthz answers 200 while etcd answers this replica and, once it campaigns, its session
+// is alive.
 func (m *Manager) healthz(w http.ResponseWriter, r *http.Request) {
 	if err := etcdutil.CheckReachable(r.Context(), m.client, time.Second); err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	m.mu.Lock()
+	campaigning := m.campaigning
+	m.mu.Unlock()
+	if campaigning && !m.election.SessionAlive() {
+		http.Error(w, "the replica's session (lease) is not alive", http.StatusInternalServerError)
 		return
 	}
 	_, _ = w.Write([]byte("ok\n"))

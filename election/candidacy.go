@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
+	"github.com/etcdkit/etcdkit/internal/lease"
 )
 
 // candidacy is this candidate's key under the prefix, on one session. Campaign creates it;
@@ -20,7 +21,7 @@ import (
 // lease goes, by anyone), the session is lost, Campaign gives up, or the election is
 // closed. While the candidacy leads, ctx is the leader context.
 type candidacy struct {
-	sess   *session
+	sess   *lease.Session
 	key    string
 	rev    int64 // the key's create revision: the fencing token
 	ctx    context.Context
@@ -39,17 +40,17 @@ func (c *candidacy) deleted() error {
 
 // nominate creates this candidate's key on session s, named after the lease as
 // concurrency.Election names it, and starts watching it. The caller holds the campaign lock.
-func (e *Election) nominate(ctx context.Context, s *session) (*candidacy, error) {
-	key := fmt.Sprintf("%s%x", e.prefix, s.id)
+func (e *Election) nominate(ctx context.Context, s *lease.Session) (*candidacy, error) {
+	key := fmt.Sprintf("%s%x", e.prefix, s.ID())
 	resp, err := e.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, e.id, clientv3.WithLease(s.id))).
+		Then(clientv3.OpPut(key, e.id, clientv3.WithLease(s.ID()))).
 		Else(clientv3.OpGet(key)).
 		Commit()
 	if err != nil {
 		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			err = fmt.Errorf("%w: lease %x is gone", ErrSessionLost, s.id)
-			s.lose(err)
+			err = fmt.Errorf("%w: lease %x is gone", ErrSessionLost, s.ID())
+			s.Lose(err)
 		}
 		return nil, err
 	}
@@ -65,7 +66,7 @@ func (e *Election) nominate(ctx context.Context, s *session) (*candidacy, error)
 	}
 	cctx, cancel := context.WithCancelCause(context.Background())
 	c := &candidacy{sess: s, key: key, rev: rev, ctx: cctx, cancel: cancel}
-	c.unfollow = context.AfterFunc(s.ctx, func() { cancel(s.cause()) })
+	c.unfollow = context.AfterFunc(s.Context(), func() { cancel(s.Cause()) })
 	e.mu.Lock()
 	e.wg.Add(1)
 	e.mu.Unlock()
@@ -203,7 +204,7 @@ func (e *Election) deleteKey(ctx context.Context, c *candidacy) error {
 	}
 	if err != nil {
 		err = fmt.Errorf("election: deleting key %s: %w", c.key, err)
-		c.sess.lose(fmt.Errorf("%w: %w", ErrSessionLost, err))
+		c.sess.Lose(fmt.Errorf("%w: %w", ErrSessionLost, err))
 		e.log.Error(err, "abandoning the session, so that etcd drops the key within its TTL")
 	}
 	return err

@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
+	"github.com/etcdkit/etcdkit/internal/lease"
 )
 
 // MinTTL is the shortest session TTL, in seconds, that New accepts. etcd itself rounds
@@ -25,7 +26,7 @@ var (
 	// was revoked or could not be kept alive, or the candidate's key was deleted (which
 	// etcd does when the lease goes). Campaigning again starts a new session; Run does so
 	// by itself.
-	ErrSessionLost = errors.New("election: session lost")
+	ErrSessionLost = lease.ErrLost
 	// ErrClosed is returned by calls on a closed Election, and is the cause of a leader
 	// context that Close ended.
 	ErrClosed = errors.New("election: closed")
@@ -59,8 +60,8 @@ type Election struct {
 	// term whose ctx has ended or whose session is no longer valid is ended (term set to
 	// nil, OnDefeat queued) by the first method that finds it so, under mu.
 	term      *candidacy
-	sess      *session      // the session for the next candidacy; replaced once lost
-	changed   chan struct{} // closed and replaced at every change of term
+	sess      *lease.Session // the session for the next candidacy; replaced once lost
+	changed   chan struct{}  // closed and replaced at every change of term
 	onElected []func()
 	onDefeat  []func()
 	events    []bool // callbacks to run, in order: true for elected, false for defeat
@@ -198,21 +199,21 @@ func (e *Election) Campaign(ctx context.Context) error {
 
 // session returns the session for a new candidacy, granting a new lease when there is none
 // or the last one was lost. The caller holds the campaign lock.
-func (e *Election) session(ctx context.Context) (*session, error) {
+func (e *Election) session(ctx context.Context) (*lease.Session, error) {
 	e.mu.Lock()
 	s := e.sess
 	e.mu.Unlock()
-	if s != nil && s.valid() {
+	if s != nil && s.Valid() {
 		return s, nil
 	}
-	if s != nil && s.cause() == nil {
+	if s != nil && s.Cause() == nil {
 		// Past its deadline but not yet ended: end it before it is replaced, so that its
 		// keep-alive goroutine revokes the lease and stops even if an answer comes late.
-		s.lose(fmt.Errorf("%w: no keep-alive answer for lease %x within its TTL", ErrSessionLost, s.id))
+		s.Lose(fmt.Errorf("%w: no keep-alive answer for lease %x within its TTL", ErrSessionLost, s.ID()))
 	}
 	bo := &etcdutil.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
 	for {
-		s, err := newSession(ctx, e.client, e.ttl, e.log)
+		s, err := lease.Grant(ctx, e.client, e.ttl, e.log)
 		if err == nil {
 			e.mu.Lock()
 			e.sess = s
@@ -222,9 +223,9 @@ func (e *Election) session(ctx context.Context) (*session, error) {
 			// lost or closed (Close closes the current one).
 			go func() {
 				defer e.wg.Done()
-				s.keepAlive()
+				s.KeepAlive()
 			}()
-			e.log.V(1).Info("session started", "lease", fmt.Sprintf("%x", s.id), "ttl", s.ttl)
+			e.log.V(1).Info("session started", "lease", fmt.Sprintf("%x", s.ID()), "ttl", s.TTL())
 			return s, nil
 		}
 		if ctx.Err() != nil {
@@ -243,7 +244,7 @@ func (e *Election) session(ctx context.Context) (*session, error) {
 // takeOffice makes c the term, unless it ended or its session expired meanwhile.
 func (e *Election) takeOffice(c *candidacy) error {
 	e.mu.Lock()
-	if c.ctx.Err() == nil && c.sess.valid() {
+	if c.ctx.Err() == nil && c.sess.Valid() {
 		e.term = c
 		e.transitionLocked(true)
 		e.mu.Unlock()
@@ -263,7 +264,7 @@ func (e *Election) takeOffice(c *candidacy) error {
 // gone (and with it the key).
 func (e *Election) withdraw(c *candidacy, cause error) {
 	c.cancel(cause)
-	if c.sess.ctx.Err() != nil {
+	if c.sess.Context().Err() != nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), e.cleanupTimeout())
@@ -274,7 +275,7 @@ func (e *Election) withdraw(c *candidacy, cause error) {
 // cleanupTimeout bounds the deletes and revokes that end a candidacy when the caller's
 // context has already ended.
 func (e *Election) cleanupTimeout() time.Duration {
-	return min(time.Duration(e.ttl)*time.Second, maxRevokeWait)
+	return min(time.Duration(e.ttl)*time.Second, lease.MaxRevokeWait)
 }
 
 // IsLeader reports whether this candidate leads now. It is false from the moment the
@@ -319,7 +320,7 @@ func (e *Election) SessionAlive() bool {
 	e.mu.Lock()
 	s := e.sess
 	e.mu.Unlock()
-	return s != nil && s.valid()
+	return s != nil && s.Valid()
 }
 
 // Term is one leadership, seen at one instant: its context (cancelled when it ends), the
@@ -439,7 +440,7 @@ func (e *Election) Close() error {
 		cancel()
 	}
 	if s != nil {
-		errs = append(errs, s.close())
+		errs = append(errs, s.Close())
 	}
 	e.wg.Wait()
 	e.closeErr = errors.Join(errs...)
@@ -475,12 +476,12 @@ func (e *Election) leadingLocked() *candidacy {
 		e.endTermLocked(c, context.Cause(c.ctx))
 		return nil
 	}
-	if !c.sess.valid() {
-		cause := c.sess.cause()
+	if !c.sess.Valid() {
+		cause := c.sess.Cause()
 		if cause == nil {
-			cause = fmt.Errorf("%w: no keep-alive answer for lease %x within its TTL", ErrSessionLost, c.sess.id)
+			cause = fmt.Errorf("%w: no keep-alive answer for lease %x within its TTL", ErrSessionLost, c.sess.ID())
 			// The keep-alive goroutine revokes the lease once it sees this.
-			c.sess.lose(cause)
+			c.sess.Lose(cause)
 		}
 		e.endTermLocked(c, cause)
 		return nil

@@ -1,4 +1,7 @@
-package election
+// Package lease keeps one etcd lease alive and knows, from the local clock, until when it
+// certainly lives on etcd: a holder stops acting on it at that deadline even when etcd
+// cannot be reached to say so.
+package lease
 
 import (
 	"context"
@@ -18,14 +21,19 @@ const (
 	expiryMargin = 100 * time.Millisecond
 	// keepAliveRetry is the pause before a failed keep-alive is sent again.
 	keepAliveRetry = 200 * time.Millisecond
-	// maxRevokeWait bounds the revoke that ends a session: past it the lease expires anyway.
-	maxRevokeWait = 5 * time.Second
+	// MaxRevokeWait bounds the revoke that ends a session: past it the lease expires anyway.
+	MaxRevokeWait = 5 * time.Second
 )
 
-// errSessionClosed is the cause of a session ended on purpose (Close, or a new session).
-var errSessionClosed = errors.New("election: session closed")
+var (
+	// ErrClosed is the cause of a session ended on purpose (Close).
+	ErrClosed = errors.New("lease: session closed")
+	// ErrLost is the cause of a session that ended otherwise: its lease expired, was revoked,
+	// or could not be kept alive within its TTL.
+	ErrLost = errors.New("session lost")
+)
 
-// session is one lease that this process keeps alive for its candidacies.
+// Session is one lease that this process keeps alive.
 //
 // Unlike concurrency.Session, it knows until when its lease certainly lives: validUntil is
 // the moment the last answered keep-alive was sent, plus the TTL etcd granted, less
@@ -33,7 +41,7 @@ var errSessionClosed = errors.New("election: session closed")
 // etcd cannot have expired the lease before validUntil. A leader stops leading at
 // validUntil at the latest, whether or not etcd could say so (a paused process, a
 // partition): when etcd lets the next candidate lead, this one has stopped already.
-type session struct {
+type Session struct {
 	client *clientv3.Client
 	id     clientv3.LeaseID
 	ttl    time.Duration // as granted by etcd
@@ -48,16 +56,16 @@ type session struct {
 	revokeErr  error // written by keepAlive before done is closed
 }
 
-// newSession grants a lease of ttl seconds. The caller runs keepAlive in a goroutine.
-func newSession(ctx context.Context, client *clientv3.Client, ttl int, log logr.Logger) (*session, error) {
+// Grant grants a lease of ttl seconds. The caller runs KeepAlive in a goroutine.
+func Grant(ctx context.Context, client *clientv3.Client, ttl int, log logr.Logger) (*Session, error) {
 	sent := time.Now()
 	resp, err := client.Grant(ctx, int64(ttl))
 	if err != nil {
-		return nil, fmt.Errorf("election: granting a lease of %ds: %w", ttl, err)
+		return nil, fmt.Errorf("lease: granting a lease of %ds: %w", ttl, err)
 	}
 	granted := time.Duration(resp.TTL) * time.Second
 	sctx, cancel := context.WithCancelCause(context.Background())
-	return &session{
+	return &Session{
 		client:     client,
 		id:         resp.ID,
 		ttl:        granted,
@@ -69,9 +77,22 @@ func newSession(ctx context.Context, client *clientv3.Client, ttl int, log logr.
 	}, nil
 }
 
-// valid reports whether the session is neither lost nor closed and its lease certainly
+// ID is the session's lease.
+func (s *Session) ID() clientv3.LeaseID { return s.id }
+
+// TTL is the lease's TTL as etcd granted it.
+func (s *Session) TTL() time.Duration { return s.ttl }
+
+// Context ends, with the cause, when the session is lost or closed. It may still look
+// alive for a moment after Valid turned false: check Valid before each use of the lease.
+func (s *Session) Context() context.Context { return s.ctx }
+
+// Done is closed when KeepAlive has returned (and revoked the lease).
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Valid reports whether the session is neither lost nor closed and its lease certainly
 // lives on etcd right now.
-func (s *session) valid() bool {
+func (s *Session) Valid() bool {
 	if s.ctx.Err() != nil {
 		return false
 	}
@@ -80,35 +101,36 @@ func (s *session) valid() bool {
 	return time.Now().Before(s.validUntil)
 }
 
-func (s *session) deadline() time.Time {
+// Deadline is the moment until which the lease certainly lives on etcd.
+func (s *Session) Deadline() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.validUntil
 }
 
-// lose ends the session for a reason other than Close; keepAlive revokes the lease, so that
+// Lose ends the session for a reason other than Close; keepAlive revokes the lease, so that
 // a key etcd still holds on it goes now rather than after the TTL.
-func (s *session) lose(cause error) { s.cancel(cause) }
+func (s *Session) Lose(cause error) { s.cancel(cause) }
 
-// cause is why the session ended, or nil while it lives.
-func (s *session) cause() error { return context.Cause(s.ctx) }
+// Cause is why the session ended, or nil while it lives.
+func (s *Session) Cause() error { return context.Cause(s.ctx) }
 
-// close ends the session, revokes its lease and waits for keepAlive to end.
-func (s *session) close() error {
-	s.cancel(errSessionClosed)
+// Close ends the session, revokes its lease and waits for keepAlive to end.
+func (s *Session) Close() error {
+	s.cancel(ErrClosed)
 	<-s.done
 	return s.revokeErr
 }
 
-// keepAlive renews the lease every TTL/3 (every keepAliveRetry after a failure) until the
+// KeepAlive renews the lease every TTL/3 (every keepAliveRetry after a failure) until the
 // session is closed, etcd answers that the lease is gone, or validUntil passes without an
 // answer. It then revokes the lease, unless etcd dropped it already, and closes done.
-func (s *session) keepAlive() {
+func (s *Session) KeepAlive() {
 	defer close(s.done)
 	next := time.NewTimer(s.ttl / 3)
 	defer next.Stop()
 	for {
-		deadline := s.deadline()
+		deadline := s.Deadline()
 		expiry := time.NewTimer(time.Until(deadline))
 		select {
 		case <-s.ctx.Done():
@@ -116,7 +138,7 @@ func (s *session) keepAlive() {
 			s.revoke()
 			return
 		case <-expiry.C:
-			s.lose(fmt.Errorf("%w: no keep-alive answer for lease %x before its TTL ran out", ErrSessionLost, s.id))
+			s.Lose(fmt.Errorf("%w: no keep-alive answer for lease %x before its TTL ran out", ErrLost, s.id))
 			s.log.Info("session lost: keep-alives went unanswered for a TTL")
 			s.revoke()
 			return
@@ -134,7 +156,7 @@ func (s *session) keepAlive() {
 			s.mu.Unlock()
 			next.Reset(s.ttl / 3)
 		case errors.Is(err, rpctypes.ErrLeaseNotFound):
-			s.lose(fmt.Errorf("%w: lease %x expired or was revoked", ErrSessionLost, s.id))
+			s.Lose(fmt.Errorf("%w: lease %x expired or was revoked", ErrLost, s.id))
 			s.log.Info("session lost: etcd no longer knows the lease")
 			return
 		default:
@@ -147,12 +169,12 @@ func (s *session) keepAlive() {
 }
 
 // revoke deletes the lease and every key on it, within a bounded time.
-func (s *session) revoke() {
-	ctx, cancel := context.WithTimeout(context.Background(), min(s.ttl, maxRevokeWait))
+func (s *Session) revoke() {
+	ctx, cancel := context.WithTimeout(context.Background(), min(s.ttl, MaxRevokeWait))
 	defer cancel()
 	_, err := s.client.Revoke(ctx, s.id)
 	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		s.revokeErr = fmt.Errorf("election: revoking lease %x: %w", s.id, err)
+		s.revokeErr = fmt.Errorf("lease: revoking lease %x: %w", s.id, err)
 	}
 }
 

@@ -19,7 +19,9 @@ type Builder struct {
 	mgr     *Manager
 	name    string
 	watches []builderWatch
-	opts    reconcile.Options
+	opts       reconcile.Options
+	shardKey   func(string) string
+	leaderOnly bool
 }
 
 type builderWatch struct {
@@ -58,6 +60,20 @@ func (b *Builder) WithOptions(opts reconcile.Options) *Builder {
 	return b
 }
 
+// ShardKey sets the controller's shard key function (see ShardingOptions.ShardKey), for a
+// manager with Sharding.
+func (b *Builder) ShardKey(fn func(key string) string) *Builder {
+	b.shardKey = fn
+	return b
+}
+
+// LeaderOnly runs the controller on the leader only, fenced by the leadership, also in a
+// manager with Sharding.
+func (b *Builder) LeaderOnly() *Builder {
+	b.leaderOnly = true
+	return b
+}
+
 // Complete builds the controller and adds it to the manager.
 func (b *Builder) Complete(r reconcile.Reconciler) error {
 	_, err := b.Build(r)
@@ -83,13 +99,20 @@ func (b *Builder) Build(r reconcile.Reconciler) (*reconcile.Controller, error) {
 	if opts.GracefulShutdownTimeout == 0 {
 		opts.GracefulShutdownTimeout = b.mgr.opts.GracefulShutdownTimeout
 	}
+	if b.shardKey != nil && (b.mgr.sharder == nil || b.leaderOnly) {
+		return nil, fmt.Errorf("manager: controller %q: ShardKey needs a manager with Sharding and a sharded controller", b.name)
+	}
+	// The gate refers to the controller (a sharded gate resyncs it), so it is set after New.
+	var gate *lateGate
 	if b.mgr.election != nil {
-		opts.Gate = leaderGate{m: b.mgr}
+		gate = &lateGate{}
+		opts.Gate = gate
 	}
 	c, err := reconcile.New(opts, r)
 	if err != nil {
 		return nil, err
 	}
+
 	for _, w := range b.watches {
 		if w.spec.Prefix == "" {
 			return nil, fmt.Errorf("manager: controller %q: Watches needs a non-empty prefix and at most one handler", b.name)
@@ -108,5 +131,15 @@ func (b *Builder) Build(r reconcile.Reconciler) (*reconcile.Controller, error) {
 	if err := b.mgr.addController(c); err != nil {
 		return nil, err
 	}
+	switch {
+	case gate == nil:
+	case b.mgr.sharder != nil && !b.leaderOnly:
+		gate.Filter = b.mgr.sharder.register(c, b.shardKey)
+	default:
+		gate.Filter = leaderGate{m: b.mgr}
+	}
 	return c, nil
 }
+
+// lateGate is a controller's gate, set once the controller exists.
+type lateGate struct{ reconcile.Filter }

@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -28,6 +29,7 @@ type Manager struct {
 	log        logr.Logger
 	metrics    *metrics.Registry
 	election   *election.Election // nil when leader election is off
+	sharder    *sharder           // nil without Sharding
 
 	mu          sync.Mutex
 	runnables   []Runnable // every replica
@@ -75,6 +77,15 @@ func New(opts Options) (*Manager, error) {
 		if err != nil {
 			m.closeClient()
 			return nil, fmt.Errorf("manager: %w", err)
+		}
+	}
+	if opts.Sharding != nil {
+		if m.sharder, err = newSharder(m, *opts.Sharding); err == nil {
+			err = m.sharder.checkShardCount(ctx)
+		}
+		if err != nil {
+			m.closeClient()
+			return nil, err
 		}
 	}
 	return m, nil
@@ -197,6 +208,13 @@ func (m *Manager) Start(ctx context.Context) error {
 		return err
 	}
 
+	membership := newGroup(base)
+	if m.sharder != nil {
+		m.sharder.setAddress(m.HealthProbeAddr())
+		membership.run(fail, m.sharder.run)
+		leaderRuns = append(leaderRuns, RunnableFunc(m.sharder.assign))
+	}
+
 	others := newGroup(base)
 	for _, r := range runnables {
 		others.run(fail, r.Start)
@@ -257,6 +275,9 @@ func (m *Manager) Start(ctx context.Context) error {
 	// lease. Controllers cancel what outlives their own graceful timeout (the manager's),
 	// so they are given a little longer than the manager's deadline before it gives up.
 	deadline := time.Now().Add(m.opts.GracefulShutdownTimeout)
+	if m.sharder != nil {
+		m.sharder.leave(deadline)
+	}
 	timedOut := !leaders.stopBy(deadline)
 	timedOut = !ctrls.stopBy(deadline.Add(ctrlGrace)) || timedOut
 	timedOut = !others.stopBy(deadline) || timedOut
@@ -265,6 +286,10 @@ func (m *Manager) Start(ctx context.Context) error {
 		if err := m.election.Close(); err != nil {
 			m.log.Error(err, "resigning")
 		}
+	}
+	timedOut = !membership.stopBy(deadline.Add(ctrlGrace)) || timedOut
+	if m.sharder != nil {
+		m.sharder.close()
 	}
 	if timedOut && result == nil {
 		result = fmt.Errorf("manager: graceful shutdown timed out after %s", m.opts.GracefulShutdownTimeout)
@@ -355,6 +380,10 @@ func (m *Manager) waitSynced(ctx context.Context, failed <-chan error, controlle
 // a context that ends with the leadership.
 type leaderGate struct{ m *Manager }
 
+// Wants implements reconcile.Filter: every request is queued; Admit decides.
+func (leaderGate) Wants(reconcile.Request) bool { return true }
+
+// Admit implements reconcile.Gate.
 func (g leaderGate) Admit(ctx context.Context, _ reconcile.Request) (context.Context, func(), bool) {
 	term, ok := g.m.election.Term()
 	if !ok {
@@ -386,6 +415,15 @@ func (m *Manager) serveHTTP() ([]*http.Server, error) {
 		mux := siteFor(m.opts.HealthProbeAddr)
 		mux.HandleFunc("/healthz", m.healthz)
 		mux.HandleFunc("/readyz", m.readyz)
+	}
+	if m.sharder != nil {
+		addr := m.opts.HealthProbeAddr
+		if addr == "" {
+			addr = m.opts.MetricsAddr
+		}
+		if addr != "" {
+			siteFor(addr).HandleFunc("/debug/shards", m.debugShards)
+		}
 	}
 	if m.opts.MetricsAddr != "" {
 		siteFor(m.opts.MetricsAddr).Handle("/metrics", promhttp.HandlerFor(m.opts.Registry, promhttp.HandlerOpts{}))
@@ -449,6 +487,24 @@ func (m *Manager) readyz(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	_, _ = w.Write([]byte("ok\n"))
+}
+
+// ShardStatus reports this replica's view of the sharding, as /debug/shards serves it;
+// ok is false for a manager without Sharding.
+func (m *Manager) ShardStatus(ctx context.Context) (status ShardStatus, ok bool) {
+	if m.sharder == nil {
+		return ShardStatus{}, false
+	}
+	return m.sharder.status(ctx), true
+}
+
+// debugShards serves ShardStatus as JSON.
+func (m *Manager) debugShards(w http.ResponseWriter, r *http.Request) {
+	st, _ := m.ShardStatus(r.Context())
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(st)
 }
 
 func (m *Manager) closeClient() {

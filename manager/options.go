@@ -53,6 +53,10 @@ type Options struct {
 	// ownership in later versions). A replica that stops answering loses it after this
 	// long. Default 10; at least 2.
 	LeaseTTL int
+	// Sharding, when set, spreads the keys of the manager's controllers over its replicas
+	// (see ShardingOptions); a controller opts out with Builder.LeaderOnly. Default nil:
+	// every controller runs on the leader only. It needs leader election.
+	Sharding *ShardingOptions
 	// DisableLeaderElection runs leader runnables and controllers on every replica, with no
 	// election and no fence. Default false: leader election on.
 	DisableLeaderElection bool
@@ -115,6 +119,16 @@ func (o *Options) setDefaults() error {
 	}
 	if o.DialTimeout == 0 {
 		o.DialTimeout = DefaultDialTimeout
+	}
+	if o.Sharding != nil {
+		if o.DisableLeaderElection {
+			return errors.New("manager: Sharding needs leader election (DisableLeaderElection is set)")
+		}
+		sh := *o.Sharding
+		if err := sh.setDefaults(); err != nil {
+			return err
+		}
+		o.Sharding = &sh
 	}
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()

@@ -39,6 +39,16 @@ type Gate interface {
 	Admit(ctx context.Context, req Request) (rctx context.Context, done func(), ok bool)
 }
 
+// Filter is a Gate that also decides, when a request is queued, whether this process may
+// ever reconcile it now. A request it does not want is not queued at all (a sharded gate
+// keeps the keys of shards owned elsewhere out of the queue); the gate calls
+// Controller.ResyncWhere for them once it wants them.
+type Filter interface {
+	Gate
+	// Wants reports whether req should be queued.
+	Wants(req Request) bool
+}
+
 // Options configure a Controller.
 type Options struct {
 	// Name identifies the controller in logs and metrics. Required.
@@ -171,7 +181,25 @@ func (c *Controller) Sources() []*source.Source {
 }
 
 // Enqueue adds a request to the queue, as a source event would.
-func (c *Controller) Enqueue(req Request) { c.queue.Add(req.Key) }
+func (c *Controller) Enqueue(req Request) { c.add(req) }
+
+// add queues req unless the gate is a Filter that does not want it.
+func (c *Controller) add(req Request) {
+	if f, ok := c.opts.Gate.(Filter); ok && !f.Wants(req) {
+		return
+	}
+	c.queue.Add(req.Key)
+}
+
+// Queued returns a snapshot of the requests waiting for a worker or for their delay.
+func (c *Controller) Queued() []Request {
+	keys := c.queue.Keys()
+	out := make([]Request, len(keys))
+	for i, k := range keys {
+		out[i] = Request{Key: k}
+	}
+	return out
+}
 
 // QueueLen is the number of requests waiting for a worker.
 func (c *Controller) QueueLen() int { return c.queue.Len() }
@@ -179,14 +207,20 @@ func (c *Controller) QueueLen() int { return c.queue.Len() }
 // Resync queues every key that the sources' caches hold, through the handlers, as the
 // initial lists did: a level-triggered pass over the whole state. A gate calls it when it
 // starts admitting requests that it dropped before.
-func (c *Controller) Resync() {
+func (c *Controller) Resync() { c.ResyncWhere(nil) }
+
+// ResyncWhere is Resync for the requests that keep returns true for (all when keep is nil):
+// a sharded gate resyncs the keys of one shard when it claims it.
+func (c *Controller) ResyncWhere(keep func(Request) bool) {
 	c.mu.Lock()
 	watches := append([]watch(nil), c.watches...)
 	c.mu.Unlock()
 	for _, w := range watches {
 		for _, kv := range w.src.List("") {
 			for _, req := range w.h(source.Event{Type: source.Put, Key: string(kv.Key), KV: kv, Initial: true}) {
-				c.queue.Add(req.Key)
+				if keep == nil || keep(req) {
+					c.add(req)
+				}
 			}
 		}
 	}
@@ -229,7 +263,7 @@ func (c *Controller) Start(ctx context.Context) error {
 			defer srcWG.Done()
 			err := w.src.Run(srcCtx, func(e source.Event) {
 				for _, req := range w.h(e) {
-					c.queue.Add(req.Key)
+					c.add(req)
 				}
 			})
 			if err != nil && srcCtx.Err() == nil {

@@ -233,6 +233,21 @@ func (q *Queue[T]) Done(key T) {
 	}
 }
 
+// Keys returns a snapshot of the keys that need processing and are not in process:
+// queued, or waiting for their delay.
+func (q *Queue[T]) Keys() []T {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := make([]T, 0, len(q.queue)+len(q.index))
+	out = append(out, q.queue...)
+	for k := range q.index {
+		if _, dirty := q.dirty[k]; !dirty {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
 // Len is the number of keys ready to hand out.
 func (q *Queue[T]) Len() int {
 	q.mu.Lock()

@@ -1,0 +1,844 @@
+package manager
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdkit/etcdkit/internal/etcdutil"
+	"github.com/etcdkit/etcdkit/internal/lease"
+	"github.com/etcdkit/etcdkit/internal/shard"
+	"github.com/etcdkit/etcdkit/reconcile"
+	"github.com/etcdkit/etcdkit/source"
+	"github.com/etcdkit/etcdkit/store"
+)
+
+// Defaults and limits of ShardingOptions.
+const (
+	DefaultShards       = 64
+	DefaultDrainTimeout = 10 * time.Second
+	// MaxShards is the largest shard count a manager accepts.
+	MaxShards = 4096
+)
+
+// maxTxnOps is how many operations one assignment transaction carries, below etcd's
+// default --max-txn-ops of 128.
+const maxTxnOps = 100
+
+// ShardingOptions spread the keys of a manager's controllers over its replicas. Each key
+// belongs to shard fnv1a64(ShardKey(key)) % Shards; the leader assigns shards to members,
+// each member reconciles the keys of the shards it owns, and every write made through
+// store in a reconcile carries the shard's fence.
+type ShardingOptions struct {
+	// Shards is the number of shards. Default (0) DefaultShards; at most MaxShards. It must
+	// stay the same across runs of a manager: New refuses a count that differs from the
+	// one stored under the manager's root.
+	Shards int
+	// ShardKey maps a request's key to the string that is hashed, for example its first
+	// path segment, to keep related keys in one shard. Default: the key itself. A
+	// controller may set its own (Builder.ShardKey).
+	ShardKey func(key string) string
+	// DrainTimeout bounds how long a member waits for the reconciles in flight of a shard
+	// it hands over before it cancels them and releases the shard (their writes fail,
+	// fenced, from then on). Default 10 s.
+	DrainTimeout time.Duration
+}
+
+func (o *ShardingOptions) setDefaults() error {
+	if o.Shards < 0 || o.Shards > MaxShards {
+		return fmt.Errorf("manager: Sharding.Shards must be between 1 and %d (0 for the default %d), got %d", MaxShards, DefaultShards, o.Shards)
+	}
+	if o.Shards == 0 {
+		o.Shards = DefaultShards
+	}
+	if o.DrainTimeout < 0 {
+		return fmt.Errorf("manager: Sharding.DrainTimeout must not be negative, got %s", o.DrainTimeout)
+	}
+	if o.DrainTimeout == 0 {
+		o.DrainTimeout = DefaultDrainTimeout
+	}
+	if o.ShardKey == nil {
+		o.ShardKey = func(key string) string { return key }
+	}
+	return nil
+}
+
+// ErrDuplicateID is returned by Start when another running replica of the manager has
+// registered the same ID.
+var ErrDuplicateID = errors.New("manager: replica ID in use")
+
+// Member states, the State of a MemberInfo.
+const (
+	MemberActive  = "active"
+	MemberLeaving = "leaving"
+)
+
+// MemberInfo is what a member registers under members/<id>.
+type MemberInfo struct {
+	ID      string    `json:"id"`
+	Address string    `json:"address,omitempty"`
+	Started time.Time `json:"started"`
+	State   string    `json:"state"`
+}
+
+// ShardStatus is a member's view of the sharding, as /debug/shards serves it.
+type ShardStatus struct {
+	// Member is this replica's ID; Leader the leading replica's ("" when none).
+	Member string `json:"member"`
+	Leader string `json:"leader"`
+	Shards int    `json:"shards"`
+	// Members are the registered members, by ID.
+	Members []MemberInfo `json:"members"`
+	// Assignment holds the assigned member of every shard ("" when unassigned).
+	Assignment []string `json:"assignment"`
+	// Owners holds the member that owns each shard now ("" when none).
+	Owners []string `json:"owners"`
+	// Owned are the shards this member owns.
+	Owned []OwnedShard `json:"owned"`
+	// QueueDepth counts the requests waiting in this member's sharded controllers, by shard.
+	QueueDepth map[int]int `json:"queueDepth"`
+}
+
+// OwnedShard is one shard this member owns.
+type OwnedShard struct {
+	Shard int `json:"shard"`
+	// Token is the create revision of owners/<shard>: writes carry it as their fence.
+	Token    int64     `json:"token"`
+	Since    time.Time `json:"since"`
+	Draining bool      `json:"draining"`
+	InFlight int       `json:"inFlight"`
+}
+
+// owned is a shard this member holds.
+type owned struct {
+	token    int64
+	ctx      context.Context // ends when the shard is released or lost
+	cancel   context.CancelCauseFunc
+	since    time.Time
+	draining bool
+	drainBy  time.Time
+	inflight int
+}
+
+var (
+	errShardReleased = errors.New("manager: shard released to another member")
+	errShardLost     = errors.New("manager: shard ownership lost")
+	errDrainTimeout  = errors.New("manager: shard drain timed out")
+)
+
+// sharded is a controller whose keys are sharded, with its shard key.
+type sharded struct {
+	c   *reconcile.Controller
+	key func(string) string
+}
+
+// sharder is a member's part in the sharding protocol: its registration, its claims,
+// drains and releases, its gate, and, while it leads, the assignment.
+type sharder struct {
+	m      *Manager
+	opts   ShardingOptions
+	id     string
+	root   string
+	log    logr.Logger
+	client *clientv3.Client
+
+	members, assignments, owners *source.Source
+	poke, assignPoke             chan struct{}
+	wg                           sync.WaitGroup // session keep-alives
+
+	mu       sync.Mutex
+	sess     *lease.Session
+	info     MemberInfo
+	held     map[int]*owned
+	gone     map[int]int64 // token of the last ownership of each shard that ended here
+	leaving  bool
+	changed  chan struct{} // closed and replaced when held changes
+	targets  []sharded
+	shardsOf map[string]func(string) string
+}
+
+func newSharder(m *Manager, opts ShardingOptions) (*sharder, error) {
+	sh := &sharder{
+		m: m, opts: opts, id: m.opts.ID, root: m.opts.RootPrefix, client: m.client,
+		log:        m.log.WithName("sharding"),
+		poke:       make(chan struct{}, 1),
+		assignPoke: make(chan struct{}, 1),
+		held:       map[int]*owned{},
+		gone:       map[int]int64{},
+		changed:    make(chan struct{}),
+	}
+	var err error
+	for _, p := range []struct {
+		src  **source.Source
+		name string
+	}{{&sh.members, "members/"}, {&sh.assignments, "assignments/"}, {&sh.owners, "owners/"}} {
+		if *p.src, err = source.New(m.client, sh.root+p.name, source.Options{Logger: sh.log.WithName(strings.TrimSuffix(p.name, "/"))}); err != nil {
+			return nil, fmt.Errorf("manager: %w", err)
+		}
+	}
+	return sh, nil
+}
+
+func (sh *sharder) memberKey(id string) string { return sh.root + "members/" + id }
+func (sh *sharder) assignKey(s int) string     { return sh.root + "assignments/" + strconv.Itoa(s) }
+func (sh *sharder) ownerKey(s int) string      { return sh.root + "owners/" + strconv.Itoa(s) }
+
+// checkShardCount stores the shard count under the root on the first run and refuses a
+// different one later: the count decides which shard every key is in.
+func (sh *sharder) checkShardCount(ctx context.Context) error {
+	key := sh.root + "shards"
+	want := strconv.Itoa(sh.opts.Shards)
+	resp, err := sh.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, want)).
+		Else(clientv3.OpGet(key)).Commit()
+	if err != nil {
+		return fmt.Errorf("manager: reading the shard count at %s: %w", key, err)
+	}
+	if resp.Succeeded {
+		return nil
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 || string(kvs[0].Value) == want {
+		return nil
+	}
+	return fmt.Errorf("manager: Sharding.Shards is %d, but manager %q has run with %s shards (stored at %s); "+
+		"a different count would move every key to another shard: stop every replica and delete that key to change it",
+		sh.opts.Shards, sh.m.opts.Name, kvs[0].Value, key)
+}
+
+// setAddress sets the address the member record gives.
+func (sh *sharder) setAddress(addr string) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sh.info.Address = addr
+}
+
+// register adds a sharded controller; the gate it returns admits the keys of the shards
+// this member owns.
+func (sh *sharder) register(c *reconcile.Controller, key func(string) string) reconcile.Filter {
+	if key == nil {
+		key = sh.opts.ShardKey
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sh.targets = append(sh.targets, sharded{c: c, key: key})
+	return &shardGate{sh: sh, key: key}
+}
+
+func (sh *sharder) shardOf(key func(string) string, k string) int {
+	return shard.Of(key(k), sh.opts.Shards)
+}
+
+// notify wakes the member loop and the assigner.
+func (sh *sharder) notify() {
+	for _, ch := range []chan struct{}{sh.poke, sh.assignPoke} {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// run is the member: it keeps a session, registers on it, and claims, drains and releases
+// shards until ctx ends. A lost session drops every shard at once (their reconciles are
+// cancelled) and a new session registers again. It returns ErrDuplicateID, wrapped, when
+// another running replica holds this member's ID.
+func (sh *sharder) run(ctx context.Context) error {
+	sctx, stopSources := context.WithCancel(ctx)
+	var srcs sync.WaitGroup
+	defer func() {
+		stopSources()
+		srcs.Wait()
+	}()
+	for _, src := range []*source.Source{sh.members, sh.assignments, sh.owners} {
+		srcs.Add(1)
+		go func() {
+			defer srcs.Done()
+			_ = src.Run(sctx, func(source.Event) { sh.notify() }) // ends with sctx
+		}()
+	}
+	for _, src := range []*source.Source{sh.members, sh.assignments, sh.owners} {
+		if src.WaitForSync(ctx) != nil {
+			return nil
+		}
+	}
+	bo := etcdutil.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
+	for ctx.Err() == nil {
+		sess, err := sh.join(ctx)
+		if errors.Is(err, ErrDuplicateID) {
+			return err
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				sh.log.Error(err, "joining failed, retrying")
+			}
+			etcdutil.Sleep(ctx, bo.Next())
+			continue
+		}
+		bo.Reset()
+		sh.serve(ctx, sess)
+		cause := context.Cause(sess.Context())
+		if ctx.Err() != nil {
+			cause = errors.New("manager: stopping")
+		}
+		sh.dropAll(cause)
+		sh.mu.Lock()
+		sh.sess = nil
+		sh.mu.Unlock()
+		if err := sess.Close(); err != nil {
+			sh.log.Error(err, "ending the session")
+		}
+		if ctx.Err() == nil {
+			sh.log.Info("session lost; every shard dropped, joining again", "cause", cause.Error())
+		}
+	}
+	return nil
+}
+
+// join grants a session and registers the member on it. When the member key exists on
+// another lease, it waits up to that lease's TTL and a second for it to vanish (a crashed
+// predecessor with this ID); a key still kept alive after that belongs to a running
+// replica: ErrDuplicateID.
+func (sh *sharder) join(ctx context.Context) (*lease.Session, error) {
+	sess, err := lease.Grant(ctx, sh.client, sh.m.opts.LeaseTTL, sh.log)
+	if err != nil {
+		return nil, err
+	}
+	sh.wg.Add(1)
+	go func() {
+		defer sh.wg.Done()
+		sess.KeepAlive()
+	}()
+	fail := func(err error) (*lease.Session, error) {
+		_ = sess.Close()
+		return nil, err
+	}
+	key := sh.memberKey(sh.id)
+	var giveUp time.Time
+	for {
+		sh.mu.Lock()
+		info := sh.info
+		info.ID = sh.id
+		if info.Started.IsZero() {
+			info.Started = time.Now().UTC()
+		}
+		info.State = MemberActive
+		if sh.leaving {
+			info.State = MemberLeaving
+		}
+		sh.info = info
+		sh.mu.Unlock()
+		val, _ := json.Marshal(info)
+		resp, err := sh.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(clientv3.OpPut(key, string(val), clientv3.WithLease(sess.ID()))).
+			Else(clientv3.OpGet(key)).Commit()
+		if err != nil {
+			return fail(fmt.Errorf("manager: registering member %s: %w", key, err))
+		}
+		if resp.Succeeded {
+			sh.mu.Lock()
+			sh.sess = sess
+			sh.mu.Unlock()
+			sh.log.Info("joined", "lease", fmt.Sprintf("%x", sess.ID()), "ttl", sess.TTL())
+			return sess, nil
+		}
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			continue // deleted in between
+		}
+		other := clientv3.LeaseID(kvs[0].Lease)
+		now := time.Now()
+		if giveUp.IsZero() {
+			ttl := time.Duration(sh.m.opts.LeaseTTL) * time.Second
+			if r, err := sh.client.TimeToLive(ctx, other); err == nil && r.GrantedTTL > 0 {
+				ttl = time.Duration(r.GrantedTTL) * time.Second
+			}
+			giveUp = now.Add(ttl + time.Second)
+			sh.log.Info("member ID registered on another lease; waiting for it to expire", "lease", fmt.Sprintf("%x", other), "upTo", ttl+time.Second)
+		}
+		if now.After(giveUp) {
+			return fail(fmt.Errorf("%w: %q is registered at %s by a running replica (lease %x is kept alive); give every replica its own ID",
+				ErrDuplicateID, sh.id, key, int64(other)))
+		}
+		t := time.NewTimer(time.Until(giveUp))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fail(ctx.Err())
+		case <-sh.poke:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// retryDelay is how soon a claim or release that failed on an etcd error is tried again.
+const retryDelay = 200 * time.Millisecond
+
+// serve acts on every change of assignments and owners until the session ends or ctx does.
+func (sh *sharder) serve(ctx context.Context, sess *lease.Session) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		wake := sh.step(ctx, sess)
+		timer.Stop()
+		if !wake.IsZero() {
+			timer.Reset(max(time.Until(wake), time.Millisecond))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-sess.Context().Done():
+			return
+		case <-sh.poke:
+		case <-timer.C:
+		}
+	}
+}
+
+// step takes one pass over the shards: claims what is assigned here and free, drains what
+// is assigned elsewhere, releases what has drained. It returns when it needs to run again
+// without a change (a drain deadline, a retry), or zero.
+func (sh *sharder) step(ctx context.Context, sess *lease.Session) time.Time {
+	var wake time.Time
+	later := func(t time.Time) {
+		if wake.IsZero() || t.Before(wake) {
+			wake = t
+		}
+	}
+	seen := sh.owners.Revision()
+	var claimed []int
+	for s := 0; s < sh.opts.Shards; s++ {
+		if ctx.Err() != nil || !sess.Valid() {
+			break
+		}
+		assignee := ""
+		if kv, ok := sh.assignments.Get(sh.assignKey(s)); ok {
+			assignee = string(kv.Value)
+		}
+		okv, held := sh.owners.Get(sh.ownerKey(s))
+		sh.mu.Lock()
+		o, leaving, gone := sh.held[s], sh.leaving, sh.gone[s]
+		sh.mu.Unlock()
+		// mine: a key of this session that this member does not hold yet (not one it has
+		// released or lost, which the cache may still show for a moment).
+		mine := held && string(okv.Value) == sh.id && clientv3.LeaseID(okv.Lease) == sess.ID() && okv.CreateRevision != gone
+		switch {
+		case o == nil && mine:
+			// A claim whose answer was lost, or a key of this session seen first now.
+			sh.activate(s, okv.CreateRevision, sess)
+			claimed = append(claimed, s)
+		case o == nil:
+			if leaving || assignee != sh.id || held {
+				continue // not ours, or wait for the current owner to release it
+			}
+			ok, err := sh.claim(ctx, sess, s)
+			if err != nil {
+				if ctx.Err() == nil {
+					sh.log.V(1).Info("claim failed, retrying", "shard", s, "error", err.Error())
+				}
+				later(time.Now().Add(retryDelay))
+			} else if ok {
+				claimed = append(claimed, s)
+			}
+		case seen >= o.token && (!held || okv.CreateRevision != o.token):
+			sh.drop(s, o, fmt.Errorf("%w: owners/%d was deleted or taken over", errShardLost, s))
+		default:
+			if !o.draining && (leaving || assignee != sh.id) {
+				sh.startDrain(s, o, assignee)
+			}
+			if o.draining {
+				sh.mu.Lock()
+				idle, due := o.inflight == 0, !time.Now().Before(o.drainBy)
+				sh.mu.Unlock()
+				if !idle && !due {
+					later(o.drainBy)
+					continue
+				}
+				if err := sh.release(ctx, s, o, idle); err != nil {
+					if ctx.Err() == nil {
+						sh.log.V(1).Info("release failed, retrying", "shard", s, "error", err.Error())
+					}
+					later(time.Now().Add(retryDelay))
+				}
+			}
+		}
+	}
+	if len(claimed) > 0 {
+		sh.resync(claimed)
+	}
+	return wake
+}
+
+// claim takes shard s if no one owns it: the create revision of owners/s is its token.
+func (sh *sharder) claim(ctx context.Context, sess *lease.Session, s int) (bool, error) {
+	key := sh.ownerKey(s)
+	resp, err := sh.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, sh.id, clientv3.WithLease(sess.ID()))).
+		Commit()
+	if err != nil {
+		return false, err
+	}
+	if !resp.Succeeded {
+		return false, nil
+	}
+	sh.activate(s, resp.Header.Revision, sess)
+	return true, nil
+}
+
+func (sh *sharder) activate(s int, token int64, sess *lease.Session) {
+	ctx, cancel := context.WithCancelCause(sess.Context())
+	o := &owned{token: token, ctx: ctx, cancel: cancel, since: time.Now()}
+	sh.mu.Lock()
+	sh.held[s] = o
+	n := len(sh.held)
+	sh.changedLocked()
+	sh.mu.Unlock()
+	sh.m.metrics.ShardsOwned.Set(float64(n))
+	sh.log.V(1).Info("claimed shard", "shard", s, "token", token)
+}
+
+// resync queues the cached keys of the shards just claimed: level-triggered, whatever
+// happened while another member owned them.
+func (sh *sharder) resync(shards []int) {
+	set := make(map[int]bool, len(shards))
+	for _, s := range shards {
+		set[s] = true
+	}
+	sh.mu.Lock()
+	targets := append([]sharded(nil), sh.targets...)
+	sh.mu.Unlock()
+	for _, t := range targets {
+		t.c.ResyncWhere(func(req reconcile.Request) bool { return set[sh.shardOf(t.key, req.Key)] })
+	}
+	sh.log.Info("claimed shards", "shards", shards)
+}
+
+func (sh *sharder) startDrain(s int, o *owned, to string) {
+	sh.mu.Lock()
+	o.draining = true
+	o.drainBy = time.Now().Add(sh.opts.DrainTimeout)
+	inflight := o.inflight
+	sh.mu.Unlock()
+	sh.log.V(1).Info("draining shard", "shard", s, "to", to, "inFlight", inflight)
+}
+
+// release deletes owners/s, guarded by the token, once the shard has drained (or its drain
+// timed out: its reconciles are cancelled first, and their writes are fenced from now on).
+func (sh *sharder) release(ctx context.Context, s int, o *owned, idle bool) error {
+	if !idle {
+		sh.log.Info("drain timed out; cancelling the shard's reconciles in flight", "shard", s, "timeout", sh.opts.DrainTimeout)
+		o.cancel(errDrainTimeout)
+	}
+	key := sh.ownerKey(s)
+	resp, err := sh.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", o.token)).
+		Then(clientv3.OpDelete(key)).
+		Commit()
+	if err != nil {
+		return err
+	}
+	if resp.Succeeded {
+		sh.m.metrics.ShardHandoffs.Inc()
+		sh.drop(s, o, errShardReleased)
+		sh.log.V(1).Info("released shard", "shard", s, "token", o.token)
+		return nil
+	}
+	sh.drop(s, o, fmt.Errorf("%w: owners/%d no longer had token %d", errShardLost, s, o.token))
+	return nil
+}
+
+// drop forgets a shard and ends its reconciles' contexts.
+func (sh *sharder) drop(s int, o *owned, cause error) {
+	o.cancel(cause)
+	sh.mu.Lock()
+	if sh.held[s] == o {
+		delete(sh.held, s)
+		sh.gone[s] = o.token
+		sh.changedLocked()
+	}
+	n := len(sh.held)
+	sh.mu.Unlock()
+	sh.m.metrics.ShardsOwned.Set(float64(n))
+	if errors.Is(cause, errShardLost) {
+		sh.log.Info("shard lost", "shard", s, "cause", cause.Error())
+	}
+}
+
+// dropAll forgets every shard: the session that held them is gone.
+func (sh *sharder) dropAll(cause error) {
+	sh.mu.Lock()
+	held := sh.held
+	sh.held = map[int]*owned{}
+	sh.changedLocked()
+	sh.mu.Unlock()
+	for _, o := range held {
+		o.cancel(cause)
+	}
+	sh.m.metrics.ShardsOwned.Set(0)
+}
+
+func (sh *sharder) changedLocked() {
+	close(sh.changed)
+	sh.changed = make(chan struct{})
+}
+
+// leave marks the member leaving, so that the leader assigns its shards elsewhere, drains
+// and releases every shard it holds, and waits for that until deadline.
+func (sh *sharder) leave(deadline time.Time) {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	sh.mu.Lock()
+	sh.leaving = true
+	sess, info := sh.sess, sh.info
+	sh.mu.Unlock()
+	if sess != nil && sess.Valid() {
+		info.State = MemberLeaving
+		val, _ := json.Marshal(info)
+		key := sh.memberKey(sh.id)
+		_, err := sh.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.LeaseValue(key), "=", sess.ID())).
+			Then(clientv3.OpPut(key, string(val), clientv3.WithLease(sess.ID()))).
+			Commit()
+		if err != nil {
+			sh.log.Error(err, "marking the member leaving")
+		}
+	}
+	sh.notify()
+	for {
+		sh.mu.Lock()
+		n, changed := len(sh.held), sh.changed
+		sh.mu.Unlock()
+		if n == 0 {
+			sh.log.Info("left: every shard released")
+			return
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			sh.log.Info("leaving: shards still held at the shutdown deadline", "held", n)
+			return
+		}
+	}
+}
+
+// close waits for the sessions' keep-alives; run has closed the sessions.
+func (sh *sharder) close() { sh.wg.Wait() }
+
+// assign is the leader's part: it keeps the assignment balanced over the active members,
+// writing only the shards that change, in transactions guarded by the leadership (the
+// fence in ctx). It runs while this replica leads.
+func (sh *sharder) assign(ctx context.Context) error {
+	fence, _ := store.FenceFrom(ctx)
+	for _, src := range []*source.Source{sh.members, sh.assignments} {
+		if src.WaitForSync(ctx) != nil {
+			return nil
+		}
+	}
+	bo := etcdutil.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
+	var written int64 // revision of the last write; the cache is stale until it has seen it
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		timer.Stop()
+		if sh.assignments.Revision() >= written {
+			rev, err := sh.writeAssignment(ctx, fence)
+			switch {
+			case err != nil && ctx.Err() != nil:
+				return nil
+			case err != nil:
+				sh.log.Error(err, "writing the assignment, retrying")
+				timer.Reset(bo.Next())
+			default:
+				bo.Reset()
+				written = max(written, rev)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sh.assignPoke:
+		case <-timer.C:
+		}
+	}
+}
+
+// activeMembers returns the IDs of the registered members that are not leaving.
+func (sh *sharder) activeMembers() []string {
+	var out []string
+	for _, kv := range sh.members.List("") {
+		var info MemberInfo
+		if err := json.Unmarshal(kv.Value, &info); err != nil {
+			sh.log.Error(err, "undecodable member record, ignored", "key", string(kv.Key), "revision", kv.ModRevision)
+			continue
+		}
+		if info.State != MemberLeaving {
+			out = append(out, strings.TrimPrefix(string(kv.Key), sh.root+"members/"))
+		}
+	}
+	return out
+}
+
+// currentAssignment reads the stored assignment from the cache.
+func (sh *sharder) currentAssignment() map[int]string {
+	cur := map[int]string{}
+	prefix := sh.root + "assignments/"
+	for _, kv := range sh.assignments.List("") {
+		s, err := strconv.Atoi(strings.TrimPrefix(string(kv.Key), prefix))
+		if err != nil || s < 0 || s >= sh.opts.Shards {
+			continue
+		}
+		cur[s] = string(kv.Value)
+	}
+	return cur
+}
+
+// writeAssignment computes the target assignment and writes what differs from the stored
+// one. It returns the revision of its last write (0 when nothing changed).
+func (sh *sharder) writeAssignment(ctx context.Context, fence store.Fence) (int64, error) {
+	members := sh.activeMembers()
+	cur := sh.currentAssignment()
+	target := shard.Assign(sh.opts.Shards, members, cur)
+	var ops []clientv3.Op
+	for s, m := range target {
+		switch {
+		case m == cur[s]:
+		case m == "":
+			ops = append(ops, clientv3.OpDelete(sh.assignKey(s)))
+		default:
+			ops = append(ops, clientv3.OpPut(sh.assignKey(s), m))
+		}
+	}
+	if len(ops) == 0 {
+		return 0, nil
+	}
+	var rev int64
+	for len(ops) > 0 {
+		n := min(len(ops), maxTxnOps)
+		resp, err := sh.client.Txn(ctx).If(fence.Cmps...).Then(ops[:n]...).Commit()
+		if err != nil {
+			return rev, fmt.Errorf("manager: writing %d assignments: %w", n, err)
+		}
+		if !resp.Succeeded {
+			return rev, fmt.Errorf("manager: writing assignments: %w (%s)", store.ErrFenced, fence.Holder)
+		}
+		rev = resp.Header.Revision
+		ops = ops[n:]
+	}
+	sh.log.Info("assigned shards", "moved", shard.Moves(cur, target), "members", len(members))
+	return rev, nil
+}
+
+// status reports the member's view of the sharding.
+func (sh *sharder) status(ctx context.Context) ShardStatus {
+	st := ShardStatus{Member: sh.id, Shards: sh.opts.Shards, QueueDepth: map[int]int{}}
+	if e := sh.m.election; e != nil {
+		st.Leader, _ = e.GetLeader(ctx)
+	}
+	for _, kv := range sh.members.List("") {
+		var info MemberInfo
+		if json.Unmarshal(kv.Value, &info) == nil {
+			st.Members = append(st.Members, info)
+		}
+	}
+	st.Assignment = make([]string, sh.opts.Shards)
+	for s, m := range sh.currentAssignment() {
+		st.Assignment[s] = m
+	}
+	st.Owners = make([]string, sh.opts.Shards)
+	for s := range st.Owners {
+		if kv, ok := sh.owners.Get(sh.ownerKey(s)); ok {
+			st.Owners[s] = string(kv.Value)
+		}
+	}
+	sh.mu.Lock()
+	for s, o := range sh.held {
+		st.Owned = append(st.Owned, OwnedShard{Shard: s, Token: o.token, Since: o.since, Draining: o.draining, InFlight: o.inflight})
+	}
+	targets := append([]sharded(nil), sh.targets...)
+	sh.mu.Unlock()
+	sort.Slice(st.Owned, func(i, j int) bool { return st.Owned[i].Shard < st.Owned[j].Shard })
+	for _, t := range targets {
+		for _, req := range t.c.Queued() {
+			st.QueueDepth[sh.shardOf(t.key, req.Key)]++
+		}
+	}
+	return st
+}
+
+// Shard is the shard a sharded controller's reconcile runs for.
+type Shard struct {
+	// ID is the shard's number, in [0, Shards).
+	ID int
+	// Token is the create revision of owners/<ID> while this member owns it: the fence its
+	// writes carry.
+	Token int64
+}
+
+type shardCtxKey struct{}
+
+// ShardFrom returns the shard of a reconcile's context, when a sharded controller runs it.
+func ShardFrom(ctx context.Context) (Shard, bool) {
+	s, ok := ctx.Value(shardCtxKey{}).(Shard)
+	return s, ok
+}
+
+// shardGate admits the keys of the shards this member owns and does not drain, while its
+// session certainly lives, in a context fenced by the shard's token that ends with the
+// ownership.
+type shardGate struct {
+	sh  *sharder
+	key func(string) string
+}
+
+// Wants keeps the keys of shards owned elsewhere out of the queue.
+func (g *shardGate) Wants(req reconcile.Request) bool {
+	s := g.sh.shardOf(g.key, req.Key)
+	g.sh.mu.Lock()
+	defer g.sh.mu.Unlock()
+	o := g.sh.held[s]
+	return o != nil && !o.draining
+}
+
+// Admit implements reconcile.Gate.
+func (g *shardGate) Admit(ctx context.Context, req reconcile.Request) (context.Context, func(), bool) {
+	sh := g.sh
+	s := sh.shardOf(g.key, req.Key)
+	sh.mu.Lock()
+	o, sess := sh.held[s], sh.sess
+	if o == nil || o.draining || sess == nil || !sess.Valid() || o.ctx.Err() != nil {
+		sh.mu.Unlock()
+		return nil, nil, false
+	}
+	o.inflight++
+	sh.mu.Unlock()
+	fence := store.Fence{
+		Cmps:   []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(sh.ownerKey(s)), "=", o.token)},
+		Holder: fmt.Sprintf("shard %d of %s (token %d)", s, sh.id, o.token),
+	}
+	rctx, cancel := context.WithCancelCause(context.WithValue(store.WithFence(ctx, fence), shardCtxKey{}, Shard{ID: s, Token: o.token}))
+	stop := context.AfterFunc(o.ctx, func() { cancel(context.Cause(o.ctx)) })
+	return rctx, func() {
+		stop()
+		cancel(nil)
+		sh.mu.Lock()
+		o.inflight--
+		wake := o.inflight == 0 && o.draining
+		sh.mu.Unlock()
+		if wake {
+			sh.notify()
+		}
+	}, true
+}

@@ -1,0 +1,206 @@
+package manager_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdkit/etcdkit/internal/shard"
+	"github.com/etcdkit/etcdkit/manager"
+	"github.com/etcdkit/etcdkit/reconcile"
+	"github.com/etcdkit/etcdkit/source"
+	"github.com/etcdkit/etcdkit/store"
+	"github.com/etcdkit/etcdkit/test/etcdtest"
+)
+
+// ledger records which member reconciled which key, and flags a key reconciled by two
+// members at once.
+type ledger struct {
+	mu      sync.Mutex
+	running map[string]string // key -> member reconciling it now
+	last    map[string]string // key -> member that reconciled its latest value
+	seen    map[string]string // key -> value seen last
+	overlap []string
+}
+
+func newLedger() *ledger {
+	return &ledger{running: map[string]string{}, last: map[string]string{}, seen: map[string]string{}}
+}
+
+func (l *ledger) begin(key, member string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if other, ok := l.running[key]; ok && other != member {
+		l.overlap = append(l.overlap, fmt.Sprintf("%s by %s and %s", key, other, member))
+	}
+	l.running[key] = member
+}
+
+func (l *ledger) end(key, member, value string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.running[key] == member {
+		delete(l.running, key)
+	}
+	l.last[key], l.seen[key] = member, value
+}
+
+func (l *ledger) overlaps() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.overlap...)
+}
+
+// convergedOn reports the keys whose latest reconciled value is not want[key].
+func (l *ledger) stale(want map[string]string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for k, v := range want {
+		if l.seen[k] != v {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+var _ = Describe("a sharded manager", func() {
+	const shards = 16
+	var (
+		c   *etcdtest.Cluster
+		cli *clientv3.Client
+		led *ledger
+	)
+	BeforeEach(func() {
+		c = etcdtest.New(GinkgoT())
+		cli = c.Client()
+		led = newLedger()
+	})
+
+	newMember := func(id string) *manager.Manager {
+		mc, err := c.NewClient()
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(mc.Close)
+		mgr, err := manager.New(manager.Options{
+			Client: mc, Name: "sharded", ID: id, LeaseTTL: 2, GracefulShutdownTimeout: 10 * time.Second,
+			Sharding:        &manager.ShardingOptions{Shards: shards, DrainTimeout: 5 * time.Second},
+			HealthProbeAddr: "127.0.0.1:0",
+		})
+		Expect(err).NotTo(HaveOccurred())
+		err = manager.NewControllerManagedBy(mgr).Named("items").
+			Watches(source.Prefix("/items/")).
+			WithOptions(reconcile.Options{MaxConcurrentReconciles: 4}).
+			Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+				led.begin(req.Key, id)
+				defer func() {
+					resp, err := cli.Get(context.Background(), req.Key)
+					v := ""
+					if err == nil && len(resp.Kvs) > 0 {
+						v = string(resp.Kvs[0].Value)
+					}
+					led.end(req.Key, id, v)
+				}()
+				// A write fenced by the shard: the status key of the item.
+				st, err := store.New[string](mgr.Client(), "/status/", store.Options[string]{})
+				if err != nil {
+					return reconcile.Result{}, err
+				}
+				key := "/status/" + req.Key[len("/items/"):]
+				owner := id
+				cur, err := st.Get(ctx, key)
+				switch {
+				case errors.Is(err, store.ErrNotFound):
+					_, err = st.Create(ctx, key, &owner)
+				case err == nil && cur.Value != owner:
+					_, err = st.Update(ctx, key, &owner, cur.ModRevision)
+				}
+				return reconcile.Result{}, err
+			}))
+		Expect(err).NotTo(HaveOccurred())
+		return mgr
+	}
+
+	status := func(m *manager.Manager) manager.ShardStatus {
+		st, ok := m.ShardStatus(context.Background())
+		Expect(ok).To(BeTrue())
+		return st
+	}
+	// ownedBy returns the owner of every shard as the member sees them, when every shard
+	// is owned by its assignee and the assignment is balanced over n members.
+	settled := func(m *manager.Manager, n int) func(g Gomega) {
+		return func(g Gomega) {
+			st := status(m)
+			count := map[string]int{}
+			for s := 0; s < shards; s++ {
+				g.Expect(st.Assignment[s]).NotTo(BeEmpty(), "shard %d unassigned", s)
+				g.Expect(st.Owners[s]).To(Equal(st.Assignment[s]), "shard %d", s)
+				count[st.Owners[s]]++
+			}
+			g.Expect(count).To(HaveLen(n))
+			for _, k := range count {
+				g.Expect(k).To(BeNumerically(">=", shards/n))
+				g.Expect(k).To(BeNumerically("<=", (shards+n-1)/n))
+			}
+		}
+	}
+
+	It("spreads the keys over its members, each key reconciled by its shard's owner, and hands shards over on leave", func() {
+		want := map[string]string{}
+		for i := 0; i < 200; i++ {
+			k := fmt.Sprintf("/items/%03d", i)
+			want[k] = "v1"
+			_, err := cli.Put(context.Background(), k, "v1")
+			Expect(err).NotTo(HaveOccurred())
+		}
+		a, b, d := newMember("a"), newMember("b"), newMember("c")
+		ra, rb, rd := startReplica(a), startReplica(b), startReplica(d)
+		defer ra.shutdown()
+		defer rd.shutdown()
+		Eventually(settled(a, 3)).Should(Succeed())
+		Eventually(func() []string { return led.stale(want) }).Should(BeEmpty())
+
+		// Every key's status was written by its shard's owner.
+		st := status(a)
+		Eventually(func(g Gomega) {
+			for k := range want {
+				resp, err := cli.Get(context.Background(), "/status/"+k[len("/items/"):])
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(resp.Kvs).To(HaveLen(1))
+				var who string
+				g.Expect(json.Unmarshal(resp.Kvs[0].Value, &who)).To(Succeed())
+				g.Expect(who).To(Equal(st.Owners[shard.Of(k, shards)]), k)
+			}
+		}).Should(Succeed())
+
+		// b leaves gracefully; its shards go to a and c; new writes are reconciled there.
+		rb.shutdown()
+		Eventually(settled(a, 2)).Should(Succeed())
+		for k := range want {
+			want[k] = "v2"
+			_, err := cli.Put(context.Background(), k, "v2")
+			Expect(err).NotTo(HaveOccurred())
+		}
+		Eventually(func() []string { return led.stale(want) }).Should(BeEmpty())
+		Expect(led.overlaps()).To(BeEmpty())
+		_ = d
+	})
+
+	It("refuses a shard count that differs from the stored one", func() {
+		m := newMember("a")
+		_ = m
+		mc, err := c.NewClient()
+		Expect(err).NotTo(HaveOccurred())
+		defer mc.Close()
+		_, err = manager.New(manager.Options{Client: mc, Name: "sharded", Sharding: &manager.ShardingOptions{Shards: 32}})
+		Expect(err).To(MatchError(ContainSubstring("Sharding.Shards is 32, but manager \"sharded\" has run with 16 shards")))
+		_, err = manager.New(manager.Options{Client: mc, Name: "sharded", Sharding: &manager.ShardingOptions{Shards: -1}})
+		Expect(err).To(MatchError(ContainSubstring("Sharding.Shards must be between 1 and")))
+	})
+})

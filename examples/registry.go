@@ -27,6 +27,7 @@ func examples() []example {
 		{"watch", "7", "watches: key, prefix, history replay, previous values, progress", runWatch},
 		{"ha", "8", "high availability: active-passive failover, active-active with a lock, a leader per shard", runHA},
 		{"controller", "", "a jobs controller: reconcile, optimistic writes, RequeueAfter", runController},
+		{"sharded", "", "sharded controllers: three managers share the keys, one leaves and hands its shards over", runSharded},
 	}
 }
 

@@ -16,9 +16,9 @@ import (
 //		WithOptions(reconcile.Options{MaxConcurrentReconciles: 4}).
 //		Complete(r)
 type Builder struct {
-	mgr     *Manager
-	name    string
-	watches []builderWatch
+	mgr        *Manager
+	name       string
+	watches    []builderWatch
 	opts       reconcile.Options
 	shardKey   func(string) string
 	leaderOnly bool

@@ -14,6 +14,7 @@ import (
 	"github.com/go-logr/logr"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdkit/etcdkit/election"
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
 	"github.com/etcdkit/etcdkit/internal/lease"
 	"github.com/etcdkit/etcdkit/internal/shard"
@@ -95,7 +96,9 @@ type ShardStatus struct {
 	// Member is this replica's ID; Leader the leading replica's ("" when none).
 	Member string `json:"member"`
 	Leader string `json:"leader"`
-	Shards int    `json:"shards"`
+	// LeaderError says why Leader could not be read (etcd did not answer in time).
+	LeaderError string `json:"leaderError,omitempty"`
+	Shards      int    `json:"shards"`
 	// Members are the registered members, by ID.
 	Members []MemberInfo `json:"members"`
 	// Assignment holds the assigned member of every shard ("" when unassigned).
@@ -108,10 +111,48 @@ type ShardStatus struct {
 	QueueDepth map[int]int `json:"queueDepth"`
 }
 
+// Settled reports whether the sharding is at rest: every shard assigned, owned by its
+// assignee and not draining here, and the assignment balanced (every member that holds
+// shards has floor(S/N) or ceil(S/N) of them).
+func (st ShardStatus) Settled() bool {
+	count := map[string]int{}
+	for s := 0; s < st.Shards; s++ {
+		if s >= len(st.Assignment) || s >= len(st.Owners) || st.Assignment[s] == "" || st.Owners[s] != st.Assignment[s] {
+			return false
+		}
+		count[st.Owners[s]]++
+	}
+	for _, o := range st.Owned {
+		if o.Draining {
+			return false
+		}
+	}
+	if len(count) == 0 {
+		return st.Shards == 0
+	}
+	lo, hi := st.Shards/len(count), (st.Shards+len(count)-1)/len(count)
+	for _, n := range count {
+		if n < lo || n > hi {
+			return false
+		}
+	}
+	return true
+}
+
+// ShardOf returns the shard of a key among shards shards (shards > 0), given the key's
+// shard key (the key itself unless a ShardKey function maps it): fnv1a64(key) % shards.
+func ShardOf(shardKey string, shards int) int {
+	if shards <= 0 {
+		return 0
+	}
+	return shard.Of(shardKey, shards)
+}
+
 // OwnedShard is one shard this member owns.
 type OwnedShard struct {
 	Shard int `json:"shard"`
-	// Token is the create revision of owners/<shard>: writes carry it as their fence.
+	// Token is the create revision of owners/<shard>: writes carry it as their fence. Shards
+	// claimed in one transaction share a token; a token is unique per shard over time.
 	Token    int64     `json:"token"`
 	Since    time.Time `json:"since"`
 	Draining bool      `json:"draining"`
@@ -383,6 +424,9 @@ func (sh *sharder) join(ctx context.Context) (*lease.Session, error) {
 	}
 }
 
+// statusTimeout bounds the etcd read of ShardStatus.
+const statusTimeout = time.Second
+
 // retryDelay is how soon a claim or release that failed on an etcd error is tried again.
 const retryDelay = 200 * time.Millisecond
 
@@ -409,7 +453,9 @@ func (sh *sharder) serve(ctx context.Context, sess *lease.Session) {
 
 // step takes one pass over the shards: claims what is assigned here and free, drains what
 // is assigned elsewhere, releases what has drained. It returns when it needs to run again
-// without a change (a drain deadline, a retry), or zero.
+// without a change (a drain deadline, a retry), or zero. Claims and releases go to etcd in
+// batches (one transaction of independent nested transactions), so a member that takes
+// or hands over many shards at once pays one round trip, not one per shard.
 func (sh *sharder) step(ctx context.Context, sess *lease.Session) time.Time {
 	var wake time.Time
 	later := func(t time.Time) {
@@ -418,11 +464,9 @@ func (sh *sharder) step(ctx context.Context, sess *lease.Session) time.Time {
 		}
 	}
 	seen := sh.owners.Revision()
-	var claimed []int
+	var claimed, toClaim []int
+	var toRelease []release
 	for s := 0; s < sh.opts.Shards; s++ {
-		if ctx.Err() != nil || !sess.Valid() {
-			break
-		}
 		assignee := ""
 		if kv, ok := sh.assignments.Get(sh.assignKey(s)); ok {
 			assignee = string(kv.Value)
@@ -440,18 +484,9 @@ func (sh *sharder) step(ctx context.Context, sess *lease.Session) time.Time {
 			sh.activate(s, okv.CreateRevision, sess)
 			claimed = append(claimed, s)
 		case o == nil:
-			if leaving || assignee != sh.id || held {
-				continue // not ours, or wait for the current owner to release it
-			}
-			ok, err := sh.claim(ctx, sess, s)
-			if err != nil {
-				if ctx.Err() == nil {
-					sh.log.V(1).Info("claim failed, retrying", "shard", s, "error", err.Error())
-				}
-				later(time.Now().Add(retryDelay))
-			} else if ok {
-				claimed = append(claimed, s)
-			}
+			if !leaving && assignee == sh.id && !held {
+				toClaim = append(toClaim, s)
+			} // else: not ours, or wait for the current owner to release it
 		case seen >= o.token && (!held || okv.CreateRevision != o.token):
 			sh.drop(s, o, fmt.Errorf("%w: owners/%d was deleted or taken over", errShardLost, s))
 		default:
@@ -462,17 +497,30 @@ func (sh *sharder) step(ctx context.Context, sess *lease.Session) time.Time {
 				sh.mu.Lock()
 				idle, due := o.inflight == 0, !time.Now().Before(o.drainBy)
 				sh.mu.Unlock()
-				if !idle && !due {
+				if idle || due {
+					toRelease = append(toRelease, release{shard: s, o: o, idle: idle})
+				} else {
 					later(o.drainBy)
-					continue
-				}
-				if err := sh.release(ctx, s, o, idle); err != nil {
-					if ctx.Err() == nil {
-						sh.log.V(1).Info("release failed, retrying", "shard", s, "error", err.Error())
-					}
-					later(time.Now().Add(retryDelay))
 				}
 			}
+		}
+	}
+	if len(toClaim) > 0 && sess.Valid() {
+		got, err := sh.claim(ctx, sess, toClaim)
+		claimed = append(claimed, got...)
+		if err != nil {
+			if ctx.Err() == nil {
+				sh.log.V(1).Info("claim failed, retrying", "shards", toClaim, "error", err.Error())
+			}
+			later(time.Now().Add(retryDelay))
+		}
+	}
+	if len(toRelease) > 0 {
+		if err := sh.release(ctx, toRelease); err != nil {
+			if ctx.Err() == nil {
+				sh.log.V(1).Info("release failed, retrying", "error", err.Error())
+			}
+			later(time.Now().Add(retryDelay))
 		}
 	}
 	if len(claimed) > 0 {
@@ -481,21 +529,36 @@ func (sh *sharder) step(ctx context.Context, sess *lease.Session) time.Time {
 	return wake
 }
 
-// claim takes shard s if no one owns it: the create revision of owners/s is its token.
-func (sh *sharder) claim(ctx context.Context, sess *lease.Session, s int) (bool, error) {
-	key := sh.ownerKey(s)
-	resp, err := sh.client.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, sh.id, clientv3.WithLease(sess.ID()))).
-		Commit()
-	if err != nil {
-		return false, err
+// batchSize is how many shards one claim or release transaction carries.
+const batchSize = 50
+
+// claim takes the shards that no one owns: If(CreateRevision(owners/s)==0) Put(owners/s,
+// me, lease), one nested transaction per shard. The create revision of owners/s is the
+// shard's token. It returns the shards it took.
+func (sh *sharder) claim(ctx context.Context, sess *lease.Session, shards []int) ([]int, error) {
+	var got []int
+	for len(shards) > 0 {
+		n := min(len(shards), batchSize)
+		ops := make([]clientv3.Op, n)
+		for i, s := range shards[:n] {
+			key := sh.ownerKey(s)
+			ops[i] = clientv3.OpTxn(
+				[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
+				[]clientv3.Op{clientv3.OpPut(key, sh.id, clientv3.WithLease(sess.ID()))}, nil)
+		}
+		resp, err := sh.client.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return got, err
+		}
+		for i, s := range shards[:n] {
+			if resp.Responses[i].GetResponseTxn().GetSucceeded() {
+				sh.activate(s, resp.Header.Revision, sess)
+				got = append(got, s)
+			}
+		}
+		shards = shards[n:]
 	}
-	if !resp.Succeeded {
-		return false, nil
-	}
-	sh.activate(s, resp.Header.Revision, sess)
-	return true, nil
+	return got, nil
 }
 
 func (sh *sharder) activate(s int, token int64, sess *lease.Session) {
@@ -535,28 +598,45 @@ func (sh *sharder) startDrain(s int, o *owned, to string) {
 	sh.log.V(1).Info("draining shard", "shard", s, "to", to, "inFlight", inflight)
 }
 
-// release deletes owners/s, guarded by the token, once the shard has drained (or its drain
-// timed out: its reconciles are cancelled first, and their writes are fenced from now on).
-func (sh *sharder) release(ctx context.Context, s int, o *owned, idle bool) error {
-	if !idle {
-		sh.log.Info("drain timed out; cancelling the shard's reconciles in flight", "shard", s, "timeout", sh.opts.DrainTimeout)
-		o.cancel(errDrainTimeout)
+// release is a drained shard to hand back.
+type release struct {
+	shard int
+	o     *owned
+	idle  bool // false: its drain timed out
+}
+
+// release deletes owners/s, guarded by the token, for shards that have drained (or whose
+// drain timed out: their reconciles are cancelled first, and their writes are fenced from
+// then on), one nested transaction per shard.
+func (sh *sharder) release(ctx context.Context, rs []release) error {
+	for len(rs) > 0 {
+		n := min(len(rs), batchSize)
+		ops := make([]clientv3.Op, n)
+		for i, r := range rs[:n] {
+			if !r.idle {
+				sh.log.Info("drain timed out; cancelling the shard's reconciles in flight", "shard", r.shard, "timeout", sh.opts.DrainTimeout)
+				r.o.cancel(errDrainTimeout)
+			}
+			key := sh.ownerKey(r.shard)
+			ops[i] = clientv3.OpTxn(
+				[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", r.o.token)},
+				[]clientv3.Op{clientv3.OpDelete(key)}, nil)
+		}
+		resp, err := sh.client.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return err
+		}
+		for i, r := range rs[:n] {
+			if resp.Responses[i].GetResponseTxn().GetSucceeded() {
+				sh.m.metrics.ShardHandoffs.Inc()
+				sh.drop(r.shard, r.o, errShardReleased)
+				sh.log.V(1).Info("released shard", "shard", r.shard, "token", r.o.token)
+			} else {
+				sh.drop(r.shard, r.o, fmt.Errorf("%w: owners/%d no longer had token %d", errShardLost, r.shard, r.o.token))
+			}
+		}
+		rs = rs[n:]
 	}
-	key := sh.ownerKey(s)
-	resp, err := sh.client.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", o.token)).
-		Then(clientv3.OpDelete(key)).
-		Commit()
-	if err != nil {
-		return err
-	}
-	if resp.Succeeded {
-		sh.m.metrics.ShardHandoffs.Inc()
-		sh.drop(s, o, errShardReleased)
-		sh.log.V(1).Info("released shard", "shard", s, "token", o.token)
-		return nil
-	}
-	sh.drop(s, o, fmt.Errorf("%w: owners/%d no longer had token %d", errShardLost, s, o.token))
 	return nil
 }
 
@@ -745,7 +825,16 @@ func (sh *sharder) writeAssignment(ctx context.Context, fence store.Fence) (int6
 func (sh *sharder) status(ctx context.Context) ShardStatus {
 	st := ShardStatus{Member: sh.id, Shards: sh.opts.Shards, QueueDepth: map[int]int{}}
 	if e := sh.m.election; e != nil {
-		st.Leader, _ = e.GetLeader(ctx)
+		// A member cut off from etcd still reports what it knows locally.
+		lctx, cancel := context.WithTimeout(ctx, statusTimeout)
+		leader, err := e.GetLeader(lctx)
+		cancel()
+		switch {
+		case err == nil:
+			st.Leader = leader
+		case !errors.Is(err, election.ErrNoLeader):
+			st.LeaderError = err.Error()
+		}
 	}
 	for _, kv := range sh.members.List("") {
 		var info MemberInfo

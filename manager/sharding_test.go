@@ -84,10 +84,10 @@ var _ = Describe("a sharded manager", func() {
 		led = newLedger()
 	})
 
-	newMember := func(id string) *manager.Manager {
-		mc, err := c.NewClient()
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(mc.Close)
+	// hook, when set, runs first in every reconcile.
+	var hook func(ctx context.Context, member string, req reconcile.Request) error
+	BeforeEach(func() { hook = nil })
+	newMemberOn := func(id string, mc *clientv3.Client) *manager.Manager {
 		mgr, err := manager.New(manager.Options{
 			Client: mc, Name: "sharded", ID: id, LeaseTTL: 2, GracefulShutdownTimeout: 10 * time.Second,
 			Sharding:        &manager.ShardingOptions{Shards: shards, DrainTimeout: 5 * time.Second},
@@ -98,6 +98,11 @@ var _ = Describe("a sharded manager", func() {
 			Watches(source.Prefix("/items/")).
 			WithOptions(reconcile.Options{MaxConcurrentReconciles: 4}).
 			Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+				if hook != nil {
+					if err := hook(ctx, id, req); err != nil {
+						return reconcile.Result{}, err
+					}
+				}
 				led.begin(req.Key, id)
 				defer func() {
 					resp, err := cli.Get(context.Background(), req.Key)
@@ -125,6 +130,12 @@ var _ = Describe("a sharded manager", func() {
 			}))
 		Expect(err).NotTo(HaveOccurred())
 		return mgr
+	}
+	newMember := func(id string) *manager.Manager {
+		mc, err := c.NewClient()
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(mc.Close)
+		return newMemberOn(id, mc)
 	}
 
 	status := func(m *manager.Manager) manager.ShardStatus {
@@ -202,5 +213,106 @@ var _ = Describe("a sharded manager", func() {
 		Expect(err).To(MatchError(ContainSubstring("Sharding.Shards is 32, but manager \"sharded\" has run with 16 shards")))
 		_, err = manager.New(manager.Options{Client: mc, Name: "sharded", Sharding: &manager.ShardingOptions{Shards: -1}})
 		Expect(err).To(MatchError(ContainSubstring("Sharding.Shards must be between 1 and")))
+	})
+
+	It("refuses a second replica with the same ID, and leaves the first one alone", func() {
+		first := startReplica(newMember("twin"))
+		defer first.shutdown()
+		Eventually(settled(first.mgr, 1)).Should(Succeed())
+		second := startReplica(newMember("twin"))
+		var err error
+		Eventually(second.done).WithTimeout(15 * time.Second).Should(Receive(&err))
+		Expect(err).To(MatchError(manager.ErrDuplicateID))
+		Expect(err.Error()).To(ContainSubstring(`"twin" is registered`))
+		Expect(status(first.mgr).Owned).To(HaveLen(shards))
+	})
+
+	It("cut off from etcd past its TTL, stops reconciling, has its shards taken over, cannot write, and rejoins", func(ctx SpecContext) {
+		px, err := etcdtest.NewProxy(c.Endpoint(0))
+		Expect(err).NotTo(HaveOccurred())
+		defer px.Close()
+		cfg := c.ClientConfig()
+		cfg.Endpoints = []string{px.Endpoint()}
+		pc, err := clientv3.New(cfg)
+		Expect(err).NotTo(HaveOccurred())
+		defer pc.Close()
+
+		// The cut-off member's reconcile of /items/slow waits for the cut, then tries a
+		// write that ignores cancellation: its fence must reject it.
+		started, resume := make(chan struct{}), make(chan struct{})
+		written := make(chan error, 1)
+		hook = func(ctx context.Context, member string, req reconcile.Request) error {
+			if member != "cut" || req.Key != "/items/slow" {
+				return nil
+			}
+			close(started)
+			<-resume
+			st, err := store.New[string](pc, "/status/", store.Options[string]{})
+			Expect(err).NotTo(HaveOccurred())
+			v := "from the cut-off member"
+			_, err = st.Create(context.WithoutCancel(ctx), "/status/slow-fenced", &v)
+			written <- err
+			return err
+		}
+		cut := startReplica(newMemberOn("cut", pc))
+		defer cut.shutdown()
+		Eventually(settled(cut.mgr, 1)).Should(Succeed())
+		_, err = cli.Put(ctx, "/items/slow", "x")
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(started).Should(BeClosed())
+
+		other := startReplica(newMember("other"))
+		defer other.shutdown()
+		Eventually(settled(other.mgr, 2)).Should(Succeed())
+		px.Block()
+		// The other member owns every shard once the cut-off member's lease has expired.
+		Eventually(func(g Gomega) {
+			st := status(other.mgr)
+			g.Expect(st.Owned).To(HaveLen(shards))
+		}).WithTimeout(15 * time.Second).Should(Succeed())
+		// The cut-off member dropped its shards by its own clock.
+		Expect(status(cut.mgr).Owned).To(BeEmpty())
+		// Back in touch with etcd, the reconcile that outlived the ownership tries its write.
+		px.Unblock()
+		close(resume)
+		Eventually(written).Should(Receive(MatchError(store.ErrFenced)))
+		resp, err := cli.Get(ctx, "/status/slow-fenced")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(resp.Kvs).To(BeEmpty())
+
+		Eventually(settled(other.mgr, 2)).WithTimeout(20 * time.Second).Should(Succeed())
+		Expect(led.overlaps()).To(BeEmpty())
+	})
+
+	It("serves /debug/shards and counts its shards in etcdkit_shards_owned", func() {
+		r := startReplica(newMember("solo"))
+		defer r.shutdown()
+		Eventually(settled(r.mgr, 1)).Should(Succeed())
+		Eventually(r.mgr.HealthProbeAddr).ShouldNot(BeEmpty())
+		code, body := get("http://" + r.mgr.HealthProbeAddr() + "/debug/shards")
+		Expect(code).To(Equal(200))
+		var st manager.ShardStatus
+		Expect(json.Unmarshal([]byte(body), &st)).To(Succeed())
+		Expect(st.Member).To(Equal("solo"))
+		Expect(st.Leader).To(Equal("solo"))
+		Expect(st.Owned).To(HaveLen(shards))
+		Expect(st.Members).To(ConsistOf(HaveField("State", manager.MemberActive)))
+		Expect(st.Owned[0].Token).To(BeNumerically(">", 0))
+	})
+
+	It("rejects sharding options that cannot work", func() {
+		mc := c.Client()
+		_, err := manager.New(manager.Options{Client: mc, Name: "x", DisableLeaderElection: true, Sharding: &manager.ShardingOptions{}})
+		Expect(err).To(MatchError(ContainSubstring("Sharding needs leader election")))
+		_, err = manager.New(manager.Options{Client: mc, Name: "x", Sharding: &manager.ShardingOptions{DrainTimeout: -time.Second}})
+		Expect(err).To(MatchError(ContainSubstring("Sharding.DrainTimeout must not be negative, got -1s")))
+		_, err = manager.New(manager.Options{Client: mc, Name: "x", Sharding: &manager.ShardingOptions{Shards: manager.MaxShards + 1}})
+		Expect(err).To(MatchError(ContainSubstring("got 4097")))
+		plain, err := manager.New(manager.Options{Client: mc, Name: "y"})
+		Expect(err).NotTo(HaveOccurred())
+		err = manager.NewControllerManagedBy(plain).Named("c").Watches(source.Prefix("/items/")).
+			ShardKey(func(k string) string { return k }).
+			Complete(reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) { return reconcile.Result{}, nil }))
+		Expect(err).To(MatchError(ContainSubstring("ShardKey needs a manager with Sharding")))
 	})
 })

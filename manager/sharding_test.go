@@ -91,7 +91,7 @@ var _ = Describe("a sharded manager", func() {
 		mgr, err := manager.New(manager.Options{
 			Client: mc, Name: "sharded", ID: id, LeaseTTL: 2, GracefulShutdownTimeout: 10 * time.Second,
 			Sharding:        &manager.ShardingOptions{Shards: shards, DrainTimeout: 5 * time.Second},
-			HealthProbeAddr: "127.0.0.1:0",
+			HealthProbeAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
 		})
 		Expect(err).NotTo(HaveOccurred())
 		err = manager.NewControllerManagedBy(mgr).Named("items").
@@ -298,6 +298,11 @@ var _ = Describe("a sharded manager", func() {
 		Expect(st.Owned).To(HaveLen(shards))
 		Expect(st.Members).To(ConsistOf(HaveField("State", manager.MemberActive)))
 		Expect(st.Owned[0].Token).To(BeNumerically(">", 0))
+		Expect(st.Settled()).To(BeTrue())
+		code, body = get("http://" + r.mgr.HealthProbeAddr() + "/metrics")
+		Expect(code).To(Equal(200))
+		Expect(body).To(ContainSubstring(fmt.Sprintf("etcdkit_shards_owned %d\n", shards)))
+		Expect(body).To(ContainSubstring("etcdkit_leader 1\n"))
 	})
 
 	It("rejects sharding options that cannot work", func() {

@@ -1,6 +1,3 @@
-// Package lease keeps one etcd lease alive and knows, from the local clock, until when it
-// certainly lives on etcd: a holder stops acting on it at that deadline even when etcd
-// cannot be reached to say so.
 package lease
 
 import (

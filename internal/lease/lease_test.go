@@ -99,4 +99,3 @@ func TestEndsByItsOwnClockWhenEtcdIsCutOff(t *testing.T) {
 	px.Unblock()
 	<-s.Done()
 }
-

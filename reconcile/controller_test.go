@@ -333,6 +333,37 @@ var _ = Describe("a controller", func() {
 		Eventually(func() []int { return []int{rec.count("/rs/a"), rec.count("/rs/b")} }).Should(Equal([]int{2, 2}))
 	})
 
+	It("with a Filter gate, queues only what the filter wants, and ResyncWhere brings the rest in later", func(ctx SpecContext) {
+		rec := newCalls()
+		release := make(chan struct{})
+		r := reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+			rec.record(req.Key)
+			if req.Key == "/f/a" {
+				<-release // holds the only worker, so that queued keys stay queued
+			}
+			return reconcile.Result{}, nil
+		})
+		var wantB atomic.Bool
+		f := &filterGate{wants: func(req reconcile.Request) bool { return req.Key != "/f/b" || wantB.Load() }}
+		for _, k := range []string{"/f/a", "/f/b", "/f/c"} {
+			_, err := cli.Put(ctx, k, "v")
+			Expect(err).NotTo(HaveOccurred())
+		}
+		c, _, stop := start(cli, "/f/", reconcile.Options{Name: "filtered", Gate: f}, r)
+		defer stop()
+		Eventually(func() int { return rec.count("/f/a") }).Should(Equal(1))
+		// /f/c waits behind /f/a; /f/b was never queued.
+		Eventually(c.Queued).Should(ConsistOf(reconcile.Request{Key: "/f/c"}))
+		c.Enqueue(reconcile.Request{Key: "/f/b"})
+		Expect(c.Queued()).To(ConsistOf(reconcile.Request{Key: "/f/c"}))
+
+		wantB.Store(true)
+		c.ResyncWhere(func(req reconcile.Request) bool { return req.Key == "/f/b" })
+		Expect(c.Queued()).To(ConsistOf(reconcile.Request{Key: "/f/c"}, reconcile.Request{Key: "/f/b"}))
+		close(release)
+		Eventually(func() []int { return []int{rec.count("/f/a"), rec.count("/f/b"), rec.count("/f/c")} }).Should(Equal([]int{1, 1, 1}))
+	})
+
 	It("rejects bad options with clear errors", func() {
 		noop := reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) { return reconcile.Result{}, nil })
 		_, err := reconcile.New(reconcile.Options{}, noop)
@@ -352,3 +383,12 @@ type gateFunc func(context.Context, reconcile.Request) (context.Context, func(),
 func (g gateFunc) Admit(ctx context.Context, req reconcile.Request) (context.Context, func(), bool) {
 	return g(ctx, req)
 }
+
+// filterGate admits everything, unfenced, and queues what wants accepts.
+type filterGate struct{ wants func(reconcile.Request) bool }
+
+func (g *filterGate) Admit(ctx context.Context, _ reconcile.Request) (context.Context, func(), bool) {
+	return ctx, nil, true
+}
+
+func (g *filterGate) Wants(req reconcile.Request) bool { return g.wants(req) }

@@ -6,12 +6,13 @@
 //
 // New validates the Options (every default is documented on its field) and checks that
 // etcd answers within the dial timeout. Start then starts, in order: the HTTP servers
-// (/healthz, /readyz, /metrics), the controllers' sources and their initial lists, the
-// runnables that do not need leader election, the election, and, while this replica
-// leads, the leader runnables. When Start's context ends it stops in reverse, within
-// GracefulShutdownTimeout: controllers stop taking work and wait for the reconciles in
-// flight, leader runnables end, the replica resigns and revokes its lease, the servers
-// close. No goroutine outlives Start.
+// (/healthz, /readyz, /metrics, /debug/shards), the controllers' sources and their
+// initial lists, the sharding member, the runnables that do not need leader election,
+// the election, and, while this replica leads, the leader runnables. When Start's context
+// ends it stops within GracefulShutdownTimeout: a sharding member hands over its shards,
+// leader runnables end, controllers stop taking work and wait for the reconciles in
+// flight, the other runnables end, the replica resigns, revokes its leases, and the
+// servers close. No goroutine outlives Start.
 //
 // # Leader-only controllers
 //
@@ -23,8 +24,41 @@
 // store write from a replica that lost its leadership, even one that has not noticed yet,
 // is refused by etcd.
 //
+// # Sharded controllers
+//
+// With Options.Sharding, the keys of the manager's controllers are spread over its
+// replicas. Key k belongs to shard fnv1a64(ShardKey(k)) % Shards. Every replica (member)
+// registers under "members/<id>" on its own session lease. The leader assigns shards to
+// the active members, balanced (floor or ceil of S/N each), sticky and by rendezvous
+// hashing, so a leave moves only the leaver's shards and a join only what the newcomer
+// takes; it writes only the assignments that change, guarded by its leader key. A member
+// claims a shard assigned to it once no one owns it, by creating "owners/<shard>" on its
+// lease; that key's create revision is the shard's token. It then queues every cached key
+// of the shard (a level-triggered resync) and reconciles them in a context that carries
+// the fence CreateRevision(owners/<shard>) == token and ends when the ownership does. A
+// shard assigned elsewhere is drained: its keys are no longer handed out, the reconciles
+// in flight finish (up to DrainTimeout, then they are cancelled), and the owner key is
+// deleted, guarded by the token; only then can the next owner claim it, so no key is
+// reconciled by two members at once.
+//
+// A member stops handing out work when its lease may have expired by its own clock (the
+// last keep-alive answer plus the TTL, less a margin), before etcd hands its shards to
+// another member; a write it still attempts after that carries a stale token and etcd
+// refuses it (store.ErrFenced). A member that crashes loses its lease after LeaseTTL:
+// etcd deletes its member and owner keys and the leader reassigns them, so its shards are
+// owned again about one TTL after the crash. A member that stops marks itself leaving,
+// hands over its shards, then revokes its lease. If the leader dies, assignments stay and
+// owners keep working; the next leader continues from the stored state.
+//
+// /debug/shards (on the health probe address) serves ShardStatus as JSON; the metrics
+// etcdkit_shards_owned, etcdkit_shard_handoffs_total, etcdkit_fenced_writes_total and
+// etcdkit_leader follow the sharding.
+//
 // # Keyspace
 //
 // Everything the manager writes lives under RootPrefix, "/etcdkit/<name>/" by default:
-// "election/" holds the candidates' keys.
+// "election/" holds the candidates' keys; with Sharding, "members/<id>" the members (JSON
+// MemberInfo, on the member's lease), "assignments/<shard>" the assigned member (written
+// by the leader only), "owners/<shard>" the owner (on its lease) and "shards" the shard
+// count, which must not change between runs.
 package manager

@@ -55,3 +55,78 @@ func Example() {
 	// reconciled /jobs/build on the leader: true
 	// stopped: <nil>
 }
+
+// Two replicas share the keys of a sharded controller: each owns half of the shards, and
+// each key is reconciled by the owner of its shard, in a context fenced by the shard's
+// token.
+func Example_sharding() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := etcdtest.Start(ctx)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+
+	type replica struct {
+		mgr     *manager.Manager
+		stopped chan error
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var replicas []replica
+	reconciledBy := make(chan string, 16)
+	for _, id := range []string{"replica-1", "replica-2"} {
+		cli, err := c.NewClient() // one client, and so one session, per replica
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		defer cli.Close()
+		mgr, err := manager.New(manager.Options{
+			Client: cli, Name: "jobs", ID: id, LeaseTTL: 5,
+			Sharding: &manager.ShardingOptions{Shards: 8},
+		})
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		err = manager.NewControllerManagedBy(mgr).
+			Named("jobs").
+			Watches(source.Prefix("/jobs/")).
+			Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+				s, _ := manager.ShardFrom(ctx)
+				reconciledBy <- fmt.Sprintf("%s: shard %d by %s", req.Key, s.ID, id)
+				return reconcile.Result{}, nil
+			}))
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		r := replica{mgr: mgr, stopped: make(chan error, 1)}
+		go func() { r.stopped <- mgr.Start(runCtx) }()
+		replicas = append(replicas, r)
+	}
+	// Wait until the shards are spread over both replicas.
+	for {
+		st, _ := replicas[0].mgr.ShardStatus(ctx)
+		if st.Settled() && len(st.Owned) == 4 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, _ = c.Client().Put(ctx, "/jobs/build", "{}")
+	got := <-reconciledBy
+	st, _ := replicas[0].mgr.ShardStatus(ctx)
+	shard := manager.ShardOf("/jobs/build", 8)
+	fmt.Println(got == fmt.Sprintf("/jobs/build: shard %d by %s", shard, st.Owners[shard]))
+	stop()
+	for _, r := range replicas {
+		fmt.Println("stopped:", <-r.stopped)
+	}
+	// Output:
+	// true
+	// stopped: <nil>
+	// stopped: <nil>
+}

@@ -303,6 +303,12 @@ func (s *Source) watch(ctx context.Context, from int64, h Handler) (progressed b
 		for _, ev := range wr.Events {
 			s.apply(h, ev)
 		}
+		// The last seen revision moves once every event of the response is in the cache:
+		// a transaction that changed several keys is never half in a cache whose Revision
+		// says it is all there (etcd does not split a revision across responses).
+		if n := len(wr.Events); n > 0 {
+			s.advance(wr.Events[n-1].Kv.ModRevision)
+		}
 	}
 	return progressed, errors.New("watch channel closed")
 }
@@ -342,9 +348,6 @@ func (s *Source) apply(h Handler, ev *clientv3.Event) {
 	}
 	if e.PrevKV == nil && had {
 		e.PrevKV = cached
-	}
-	if ev.Kv.ModRevision > s.rev {
-		s.rev = ev.Kv.ModRevision
 	}
 	s.mu.Unlock()
 	s.deliver(h, e)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -244,6 +245,41 @@ var _ = Describe("a prefix source", func() {
 		future, err := source.New(cli, "/h1/", source.Options{StartRevision: last.Header.Revision + 1000})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(future.Run(ctx, func(source.Event) {})).To(MatchError(ContainSubstring("beyond etcd's current revision")))
+	})
+
+	It("never reports a revision whose transaction is only half in its cache", func(ctx SpecContext) {
+		s, err := source.New(cli, "/txn/", source.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		var mu sync.Mutex
+		var torn []string
+		var txnRev atomic.Int64
+		// The handler runs between the events of one response: whenever the revision says
+		// the transaction is seen, all of its keys must be in the cache.
+		stop := run(s, func(e source.Event) {
+			if rev := txnRev.Load(); rev > 0 && s.Revision() >= rev && s.Len() < 50 {
+				mu.Lock()
+				torn = append(torn, fmt.Sprintf("revision %d seen with %d of 50 keys cached", s.Revision(), s.Len()))
+				mu.Unlock()
+			}
+		})
+		defer stop()
+		Expect(s.WaitForSync(ctx)).To(Succeed())
+		ops := make([]clientv3.Op, 50)
+		for i := range ops {
+			ops[i] = clientv3.OpPut(fmt.Sprintf("/txn/%02d", i), "v")
+		}
+		// The revision the transaction will get: the next one.
+		resp, err := cli.Get(ctx, "/txn/none")
+		Expect(err).NotTo(HaveOccurred())
+		txnRev.Store(resp.Header.Revision + 1)
+		tr, err := cli.Txn(ctx).Then(ops...).Commit()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(tr.Header.Revision).To(Equal(txnRev.Load()))
+		Eventually(s.Len).Should(Equal(50))
+		Eventually(s.Revision).Should(Equal(tr.Header.Revision))
+		mu.Lock()
+		defer mu.Unlock()
+		Expect(torn).To(BeEmpty())
 	})
 
 	It("filters events with predicates", func(ctx SpecContext) {

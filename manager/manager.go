@@ -213,6 +213,15 @@ func (m *Manager) Start(ctx context.Context) error {
 		m.sharder.setAddress(m.HealthProbeAddr())
 		membership.run(fail, m.sharder.run)
 		leaderRuns = append(leaderRuns, RunnableFunc(m.sharder.assign))
+		// The sharding watches are established before this replica writes anything else
+		// (its campaign): etcd sends a watch created behind the current revision its events
+		// only every 100 ms, which would delay every handoff of a joining member.
+		select {
+		case <-m.sharder.synced:
+		case <-ctx.Done():
+		case err := <-failed:
+			fail(err)
+		}
 	}
 
 	others := newGroup(base)

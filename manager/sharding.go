@@ -194,6 +194,7 @@ type sharder struct {
 
 	members, assignments, owners *source.Source
 	poke, assignPoke             chan struct{}
+	synced                       chan struct{}  // closed once the three sources have synced
 	wg                           sync.WaitGroup // session keep-alives
 
 	mu       sync.Mutex
@@ -216,6 +217,7 @@ func newSharder(m *Manager, opts ShardingOptions) (*sharder, error) {
 		held:       map[int]*owned{},
 		gone:       map[int]int64{},
 		changed:    make(chan struct{}),
+		synced:     make(chan struct{}),
 	}
 	var err error
 	for _, p := range []struct {
@@ -313,6 +315,7 @@ func (sh *sharder) run(ctx context.Context) error {
 			return nil
 		}
 	}
+	close(sh.synced)
 	bo := etcdutil.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
 	for ctx.Err() == nil {
 		sess, err := sh.join(ctx)

@@ -272,7 +272,6 @@ func (s *Source) list(ctx context.Context, h Handler) (int64, error) {
 		prev := old[k]
 		s.deliver(h, Event{Type: Delete, Key: k, KV: &mvccpb.KeyValue{Key: prev.Key, ModRevision: rev}, PrevKV: prev, Initial: true})
 	}
-	s.syncedOnce.Do(func() { close(s.synced) })
 	return rev, nil
 }
 
@@ -287,7 +286,7 @@ func (s *Source) watch(ctx context.Context, from int64, h Handler) (progressed b
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wc := s.client.Watch(wctx, s.prefix, clientv3.WithPrefix(), clientv3.WithRev(from),
-		clientv3.WithPrevKV(), clientv3.WithProgressNotify())
+		clientv3.WithPrevKV(), clientv3.WithProgressNotify(), clientv3.WithCreatedNotify())
 	for wr := range wc {
 		if wr.CompactRevision != 0 {
 			return progressed, rpctypes.ErrCompacted
@@ -296,18 +295,32 @@ func (s *Source) watch(ctx context.Context, from int64, h Handler) (progressed b
 			return progressed, err
 		}
 		progressed = true
+		if wr.Created {
+			// Synced once the watch exists on etcd, not only once the list is cached: a
+			// caller that writes right after WaitForSync has its change sent by a watch that
+			// etcd counts as current, rather than one it catches up only every 100 ms.
+			s.syncedOnce.Do(func() { close(s.synced) })
+			continue
+		}
 		if wr.IsProgressNotify() {
 			s.advance(wr.Header.Revision)
 			continue
 		}
+		// Every event of the response goes into the cache, then the last seen revision
+		// moves, then the handler sees the events: a transaction that changed several keys
+		// is never half in a cache whose Revision says it is there, and a handler reads a
+		// Revision that includes its event (etcd does not split a revision across responses).
+		evs := make([]Event, 0, len(wr.Events))
 		for _, ev := range wr.Events {
-			s.apply(h, ev)
+			if e, ok := s.apply(ev); ok {
+				evs = append(evs, e)
+			}
 		}
-		// The last seen revision moves once every event of the response is in the cache:
-		// a transaction that changed several keys is never half in a cache whose Revision
-		// says it is all there (etcd does not split a revision across responses).
 		if n := len(wr.Events); n > 0 {
 			s.advance(wr.Events[n-1].Kv.ModRevision)
+		}
+		for _, e := range evs {
+			s.deliver(h, e)
 		}
 	}
 	return progressed, errors.New("watch channel closed")
@@ -322,21 +335,22 @@ func (s *Source) advance(rev int64) {
 	s.mu.Unlock()
 }
 
-// apply takes one watch event into the cache and delivers it, unless it is a duplicate.
-func (s *Source) apply(h Handler, ev *clientv3.Event) {
+// apply takes one watch event into the cache and returns it for delivery, unless it is a
+// duplicate.
+func (s *Source) apply(ev *clientv3.Event) (Event, bool) {
 	key := string(ev.Kv.Key)
 	s.mu.Lock()
 	cached, had := s.cache[key]
 	if had && ev.Kv.ModRevision <= cached.ModRevision {
 		s.stats.Duplicates++
 		s.mu.Unlock()
-		return
+		return Event{}, false
 	}
 	if ev.Kv.ModRevision <= s.rev && !had && ev.Type == clientv3.EventTypeDelete {
 		// A delete of a key the cache does not hold, at or before what was seen: a replay.
 		s.stats.Duplicates++
 		s.mu.Unlock()
-		return
+		return Event{}, false
 	}
 	e := Event{Key: key, KV: ev.Kv, PrevKV: ev.PrevKv}
 	if ev.Type == clientv3.EventTypeDelete {
@@ -350,7 +364,7 @@ func (s *Source) apply(h Handler, ev *clientv3.Event) {
 		e.PrevKV = cached
 	}
 	s.mu.Unlock()
-	s.deliver(h, e)
+	return e, true
 }
 
 func (s *Source) deliver(h Handler, e Event) {
@@ -362,7 +376,8 @@ func (s *Source) deliver(h Handler, e Event) {
 	h(e)
 }
 
-// WaitForSync blocks until the initial list is in the cache or ctx ends.
+// WaitForSync blocks until the initial list is in the cache and the watch that follows it
+// is established on etcd, or ctx ends.
 func (s *Source) WaitForSync(ctx context.Context) error {
 	select {
 	case <-s.synced:
@@ -372,7 +387,7 @@ func (s *Source) WaitForSync(ctx context.Context) error {
 	}
 }
 
-// HasSynced reports whether the initial list is in the cache.
+// HasSynced reports whether the initial list is in the cache and its watch established.
 func (s *Source) HasSynced() bool {
 	select {
 	case <-s.synced:

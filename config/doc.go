@@ -21,8 +21,9 @@
 // trip to etcd. A read never returns something older than a write this Manager has
 // finished: until the cache has seen the revision of its own latest write, reads go to
 // etcd. Writes of other processes show up as soon as the watch delivers them. When the
-// watch breaks (compaction, a lost leader) the Manager lists again and carries on from the
-// list's revision.
+// watch breaks (a lost leader, a reconnect) it resumes from the last revision the cache
+// saw; when etcd compacted that history meanwhile, the Manager lists again and carries on
+// from the list's revision. The cache is a source.Source over the prefix.
 //
 // # Watching
 //

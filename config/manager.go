@@ -7,11 +7,20 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
+	"github.com/etcdkit/etcdkit/source"
+)
+
+// Backoff of the cache's watch after a break.
+const (
+	minBackoff = 50 * time.Millisecond
+	maxBackoff = 2 * time.Second
 )
 
 // Manager reads and writes configuration values stored as JSON under a key prefix, and
@@ -27,24 +36,29 @@ type Manager struct {
 	client *clientv3.Client
 	prefix string // ends in "/"
 	log    logr.Logger
+	// src is the cache: it lists and watches the prefix and holds its keys as stored.
+	src *source.Source
 
 	// ctx ends at Close; wg counts the cache's goroutine and the Watch subscribers.
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	synced chan struct{} // closed when the cache holds its first list
 
-	// mu guards the cache. Invariant: cache is exactly the prefix's content at revision
-	// rev, and every subscriber has been handed every change up to rev.
+	// mu guards what follows. Invariant: every subscriber has been handed every change
+	// the source delivered after the subscriber's start revision.
 	mu      sync.RWMutex
-	cache   map[string]*entry // by key relative to prefix
-	rev     int64
-	ready   bool  // the cache holds a first list
-	written int64 // the highest revision this Manager wrote; reads use the cache only when rev >= written
-	// advanced is closed (and replaced) whenever rev moves, for those waiting for it.
+	written int64 // the highest revision this Manager wrote; reads use the cache only when its revision >= written
+	// advanced is closed (and replaced) whenever the source delivers a change, for those
+	// waiting for the cache to move.
 	advanced chan struct{}
 	subs     map[*subscription]struct{}
 	closed   bool
+
+	relists int // the source's relists already logged; only the source's goroutine uses it
+
+	// decoded memoizes the decoding of cached values, by key: an entry serves while the
+	// cache holds the same revision of its key.
+	decoded sync.Map // string -> *entry
 }
 
 // NewManager returns a Manager of the values under prefix (a "/" is appended when missing:
@@ -60,22 +74,25 @@ func NewManager(client *clientv3.Client, prefix string, log logr.Logger) (*Manag
 	if !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
 	}
+	src, err := source.New(client, prefix, source.Options{MinBackoff: minBackoff, MaxBackoff: maxBackoff, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		client:   client,
 		prefix:   prefix,
 		log:      log,
+		src:      src,
 		ctx:      ctx,
 		cancel:   cancel,
-		synced:   make(chan struct{}),
-		cache:    map[string]*entry{},
 		advanced: make(chan struct{}),
 		subs:     map[*subscription]struct{}{},
 	}
 	m.wg.Add(1)
 	// The cache goroutine belongs to the Manager (m.wg) and stops when Close cancels m.ctx,
 	// or by itself when the client is closed.
-	go m.run(ctx)
+	go m.run()
 	return m, nil
 }
 
@@ -84,25 +101,23 @@ func (m *Manager) Prefix() string { return m.prefix }
 
 // WaitForSync waits until the cache holds a first list of the prefix, or ctx ends.
 func (m *Manager) WaitForSync(ctx context.Context) error {
-	select {
-	case <-m.synced:
+	if m.src.HasSynced() {
 		return nil
-	case <-m.ctx.Done():
+	}
+	wctx, cancel := etcdutil.Bound(ctx, m.ctx)
+	defer cancel()
+	switch {
+	case m.src.WaitForSync(wctx) == nil:
+		return nil
+	case m.ctx.Err() != nil:
 		return ErrClosed
-	case <-ctx.Done():
+	default:
 		return fmt.Errorf("config: waiting for the cache of %s: %w", m.prefix, ctx.Err())
 	}
 }
 
 // HasSynced reports whether the cache holds a first list of the prefix.
-func (m *Manager) HasSynced() bool {
-	select {
-	case <-m.synced:
-		return true
-	default:
-		return false
-	}
-}
+func (m *Manager) HasSynced() bool { return m.src.HasSynced() }
 
 // Set stores value as JSON at key (relative to the prefix, e.g. "database/host").
 func (m *Manager) Set(ctx context.Context, key string, value any) error {
@@ -163,11 +178,10 @@ func (m *Manager) Get(ctx context.Context, key string) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := e.value()
-	if err != nil {
+	if e.err != nil {
 		return nil, e.invalid(key)
 	}
-	return v, nil
+	return e.value(), nil
 }
 
 // GetString returns the string at key. It fails with ErrNotFound, ErrInvalidValue or
@@ -208,38 +222,53 @@ func (m *Manager) lookup(ctx context.Context, key string) (*entry, error) {
 	if err := checkKey(key); err != nil {
 		return nil, err
 	}
-	e, found, fresh, closed := m.cached(key)
-	if closed {
-		return nil, ErrClosed
+	fresh, err := m.cacheAnswers()
+	if err != nil {
+		return nil, err
 	}
-	if !fresh {
+	var kv *mvccpb.KeyValue
+	if fresh {
+		kv, _ = m.src.Get(m.prefix + key)
+		if kv != nil {
+			return m.entryOf(kv), nil
+		}
+	} else {
 		resp, err := m.client.Get(ctx, m.prefix+key)
 		if err != nil {
 			return nil, fmt.Errorf("config: reading %q: %w", key, err)
 		}
-		found = len(resp.Kvs) > 0
-		if found {
-			e = newEntry(resp.Kvs[0])
+		if len(resp.Kvs) > 0 {
+			kv = resp.Kvs[0]
 		}
 	}
-	if !found {
+	if kv == nil {
 		return nil, fmt.Errorf("config: %q: %w", key, ErrNotFound)
 	}
-	return e, nil
+	return newEntry(kv), nil
 }
 
-// cached reads key from the cache; fresh is false when the cache cannot answer.
-func (m *Manager) cached(key string) (e *entry, found, fresh, closed bool) {
+// entryOf returns the decoded entry of a cached key-value, decoding it once per revision.
+func (m *Manager) entryOf(kv *mvccpb.KeyValue) *entry {
+	key := string(kv.Key)
+	if e, ok := m.decoded.Load(key); ok && e.(*entry).modRev == kv.ModRevision {
+		return e.(*entry)
+	}
+	e := newEntry(kv)
+	m.decoded.Store(key, e)
+	return e
+}
+
+// cacheAnswers reports whether reads may use the cache: it holds a first list and every
+// write of this Manager. The cache only moves forward, so a read that follows sees at least
+// that state.
+func (m *Manager) cacheAnswers() (bool, error) {
 	m.mu.RLock()
-	defer m.mu.RUnlock()
-	if m.closed {
-		return nil, false, false, true
+	closed, written := m.closed, m.written
+	m.mu.RUnlock()
+	if closed {
+		return false, ErrClosed
 	}
-	if !m.ready || m.rev < m.written {
-		return nil, false, false, false
-	}
-	e, found = m.cache[key]
-	return e, found, true, false
+	return m.src.HasSynced() && m.src.Revision() >= written, nil
 }
 
 // GetAll returns the values under sub, keyed by their full key relative to the prefix:
@@ -260,12 +289,11 @@ func (m *Manager) GetAll(ctx context.Context, sub string) (map[string]any, error
 	out := make(map[string]any, len(entries))
 	var errs []error
 	for key, e := range entries {
-		v, err := e.value()
-		if err != nil {
+		if e.err != nil {
 			errs = append(errs, e.invalid(key))
 			continue
 		}
-		out[key] = v
+		out[key] = e.value()
 	}
 	return out, errors.Join(errs...)
 }
@@ -273,29 +301,23 @@ func (m *Manager) GetAll(ctx context.Context, sub string) (map[string]any, error
 // entriesUnder returns the entries whose keys start with sub, from the cache when it can
 // answer.
 func (m *Manager) entriesUnder(ctx context.Context, sub string) (map[string]*entry, error) {
-	m.mu.RLock()
-	if m.closed {
-		m.mu.RUnlock()
-		return nil, ErrClosed
-	}
-	if m.ready && m.rev >= m.written {
-		out := map[string]*entry{}
-		for k, e := range m.cache {
-			if strings.HasPrefix(k, sub) {
-				out[k] = e
-			}
-		}
-		m.mu.RUnlock()
-		return out, nil
-	}
-	m.mu.RUnlock()
-	kvs, _, err := etcdutil.ListPrefix(ctx, m.client, m.prefix+sub, 0, 0)
+	fresh, err := m.cacheAnswers()
 	if err != nil {
+		return nil, err
+	}
+	var kvs []*mvccpb.KeyValue
+	if fresh {
+		kvs = m.src.List(m.prefix + sub)
+	} else if kvs, _, err = etcdutil.ListPrefix(ctx, m.client, m.prefix+sub, 0, 0); err != nil {
 		return nil, fmt.Errorf("config: listing %q: %w", m.prefix+sub, err)
 	}
 	out := make(map[string]*entry, len(kvs))
 	for _, kv := range kvs {
-		out[string(kv.Key)[len(m.prefix):]] = newEntry(kv)
+		e := newEntry(kv)
+		if fresh {
+			e = m.entryOf(kv)
+		}
+		out[string(kv.Key)[len(m.prefix):]] = e
 	}
 	return out, nil
 }

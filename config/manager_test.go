@@ -83,6 +83,20 @@ var _ = Describe("Manager", func() {
 		Expect(err).To(MatchError(config.ErrNotFound))
 	})
 
+	It("hands every reader its own copy of an object, so that changing it changes nothing stored", func(ctx SpecContext) {
+		m := newManager(ctx, cluster.Client(), prefix)
+		Expect(m.Set(ctx, "db", map[string]any{"host": "a"})).To(Succeed())
+		v, err := m.Get(ctx, "db")
+		Expect(err).NotTo(HaveOccurred())
+		v.(map[string]any)["host"] = "changed by a caller"
+		again, err := m.Get(ctx, "db")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(again).To(Equal(map[string]any{"host": "a"}))
+		all, err := m.GetAll(ctx, "")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(all["db"]).To(Equal(map[string]any{"host": "a"}))
+	})
+
 	It("tells a missing key from a value of another type, naming key and value", func(ctx SpecContext) {
 		m := newManager(ctx, cluster.Client(), prefix)
 		_, err := m.GetString(ctx, "database/host")
@@ -233,5 +247,41 @@ var _ = Describe("Manager", func() {
 		_, err = m.GetAll(ctx, "")
 		Expect(err).To(MatchError(config.ErrClosed))
 		Expect(m.Watch(ctx, "k", func(string, any, any) {})).To(MatchError(config.ErrClosed))
+	})
+})
+
+var _ = Describe("Manager.Watch", func() {
+	It("does not report the Manager's own writes that finished before Watch", func(ctx SpecContext) {
+		m := newManager(ctx, cluster.Client(), uniquePrefix())
+		// Other watches start and stop all along, so that the cache's handler has to wait
+		// for the Manager's lock while a Watch may already see the write in the cache.
+		churn, stop := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for churn.Err() == nil {
+					wctx, cancel := context.WithCancel(churn)
+					_ = m.Watch(wctx, "none/", func(string, any, any) {})
+					cancel()
+				}
+			})
+		}
+		defer wg.Wait()
+		defer stop()
+		for i := 1; i <= 100; i++ {
+			Expect(m.Set(ctx, "before", i)).To(Succeed())
+			wctx, cancel := context.WithCancel(ctx)
+			changes := &changeLog{}
+			Expect(m.Watch(wctx, "/", changes.add)).To(Succeed())
+			Expect(m.Set(ctx, "after", i)).To(Succeed())
+			// Changes come in order: an own write reported would come first.
+			want := fmt.Sprintf("after: %d -> %d", i-1, i)
+			if i == 1 {
+				want = "after: <nil> -> 1"
+			}
+			Eventually(changes.all).Should(ContainElement(want))
+			Expect(changes.all()).To(Equal([]string{want}))
+			cancel()
+		}
 	})
 })

@@ -81,8 +81,8 @@ func convertNumbers(v any) (any, error) {
 	}
 }
 
-// entry is one stored value, decoded once. Entries are never changed after newEntry, so the
-// cache hands out pointers to them.
+// entry is one stored value, decoded for one read: what the caller does with an object or
+// array it was given does not change the cache, which keeps the stored bytes.
 type entry struct {
 	raw    []byte
 	val    any   // the decoded value; nil when err is set
@@ -97,17 +97,14 @@ func newEntry(kv *mvccpb.KeyValue) *entry {
 }
 
 // value returns the decoded value for a caller to keep: objects and arrays are decoded
-// again, so that changing them does not change the cache.
-func (e *entry) value() (any, error) {
-	if e.err != nil {
-		return nil, e.err
-	}
+// again, so that a caller that changes them does not change what others read.
+func (e *entry) value() any {
 	switch e.val.(type) {
 	case map[string]any, []any:
-		return decodeValue(e.raw)
-	default:
-		return e.val, nil
+		v, _ := decodeValue(e.raw)
+		return v
 	}
+	return e.val
 }
 
 // invalid is the error for a key whose stored bytes do not decode.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
 )
@@ -24,8 +25,9 @@ import (
 // change at a time in the order of the changes, until ctx ends or the Manager is closed
 // (Close waits for it, so fn must not call Close: it would wait for itself; cancel the
 // watch's ctx instead). A slow fn delays only its own changes: they queue up for it.
-// Changes missed while the watch was broken (compaction, reconnect) are reported from a
-// fresh list, as the difference between the old and new value of each key.
+// Changes missed while the watch was broken (reconnect, lost leader) are reported when it
+// resumes; if etcd compacted their history meanwhile, from a fresh list, as the difference
+// between the old and new value of each key.
 func (m *Manager) Watch(ctx context.Context, key string, fn func(key string, old, new any)) error {
 	if fn == nil {
 		return errors.New("config: watch callback must not be nil")
@@ -43,19 +45,26 @@ func (m *Manager) Watch(ctx context.Context, key string, fn func(key string, old
 	}
 	// The subscription starts once the cache holds the Manager's own finished writes, so
 	// that they are not reported as changes that came after Watch.
+	if err := m.WaitForSync(ctx); err != nil {
+		return err
+	}
 	for {
 		m.mu.Lock()
 		if m.closed {
 			m.mu.Unlock()
 			return ErrClosed
 		}
-		if m.ready && m.rev >= m.written {
+		if rev := m.src.Revision(); rev >= m.written {
+			// The source may have cached changes up to rev that handle has not handed out
+			// yet: they came before Watch, and the subscription skips them.
+			sub.from = rev
 			break // registered below, still holding m.mu: no change falls in between
 		}
 		moved := m.advanced
 		m.mu.Unlock()
 		select {
 		case <-moved:
+		case <-time.After(revisionPoll):
 		case <-ctx.Done():
 			return fmt.Errorf("config: waiting for the cache of %s: %w", m.prefix, ctx.Err())
 		case <-m.ctx.Done():
@@ -80,9 +89,16 @@ func (m *Manager) Watch(ctx context.Context, key string, fn func(key string, old
 	return nil
 }
 
-// change is one change of a key: its old and new stored bytes, nil when absent.
+// revisionPoll is how often Watch looks at the cache's revision while it waits for it
+// without a change to wake it: a relist that finds nothing changed moves the revision
+// without a change (when a key was set and deleted again while the watch was broken).
+const revisionPoll = 100 * time.Millisecond
+
+// change is one change of a key at revision rev: its old and new stored bytes, nil when
+// absent.
 type change struct {
 	key      string
+	rev      int64
 	old, new []byte
 }
 
@@ -91,6 +107,7 @@ type change struct {
 type subscription struct {
 	key    string
 	prefix bool
+	from   int64 // the cache's revision at the start: changes at or before it came earlier
 	fn     func(key string, old, new any)
 
 	mu    sync.Mutex
@@ -148,11 +165,12 @@ func callbackValue(raw []byte) any {
 	return v
 }
 
-// notify hands a change to every matching subscriber; the caller holds m.mu.
-func (m *Manager) notify(key string, old, new []byte) {
+// notify hands a change to every matching subscriber that started before it; the caller
+// holds m.mu.
+func (m *Manager) notify(c change) {
 	for sub := range m.subs {
-		if sub.matches(key) {
-			sub.push(change{key: key, old: old, new: new})
+		if c.rev > sub.from && sub.matches(c.key) {
+			sub.push(c)
 		}
 	}
 }

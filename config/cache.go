@@ -56,8 +56,6 @@ func (m *Manager) handle(e source.Event) {
 	default:
 		m.notify(change{key: e.Key[len(m.prefix):], rev: e.KV.ModRevision, old: old, new: new})
 	}
-	close(m.advanced)
-	m.advanced = make(chan struct{})
 }
 
 // present marks stored bytes as present: an empty value is not nil, which means absent.

@@ -48,11 +48,8 @@ type Manager struct {
 	// the source delivered after the subscriber's start revision.
 	mu      sync.RWMutex
 	written int64 // the highest revision this Manager wrote; reads use the cache only when its revision >= written
-	// advanced is closed (and replaced) whenever the source delivers a change, for those
-	// waiting for the cache to move.
-	advanced chan struct{}
-	subs     map[*subscription]struct{}
-	closed   bool
+	subs    map[*subscription]struct{}
+	closed  bool
 
 	relists int // the source's relists already logged; only the source's goroutine uses it
 
@@ -80,14 +77,13 @@ func NewManager(client *clientv3.Client, prefix string, log logr.Logger) (*Manag
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
-		client:   client,
-		prefix:   prefix,
-		log:      log,
-		src:      src,
-		ctx:      ctx,
-		cancel:   cancel,
-		advanced: make(chan struct{}),
-		subs:     map[*subscription]struct{}{},
+		client: client,
+		prefix: prefix,
+		log:    log,
+		src:    src,
+		ctx:    ctx,
+		cancel: cancel,
+		subs:   map[*subscription]struct{}{},
 	}
 	m.wg.Add(1)
 	// The cache goroutine belongs to the Manager (m.wg) and stops when Close cancels m.ctx,

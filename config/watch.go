@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
 )
@@ -60,15 +59,16 @@ func (m *Manager) Watch(ctx context.Context, key string, fn func(key string, old
 			sub.from = rev
 			break // registered below, still holding m.mu: no change falls in between
 		}
-		moved := m.advanced
+		written := m.written
 		m.mu.Unlock()
-		select {
-		case <-moved:
-		case <-time.After(revisionPoll):
-		case <-ctx.Done():
-			return fmt.Errorf("config: waiting for the cache of %s: %w", m.prefix, ctx.Err())
-		case <-m.ctx.Done():
+		wctx, cancel := etcdutil.Bound(ctx, m.ctx)
+		err := m.src.WaitForRevision(wctx, written)
+		cancel()
+		switch {
+		case m.ctx.Err() != nil:
 			return ErrClosed
+		case err != nil:
+			return fmt.Errorf("config: waiting for the cache of %s: %w", m.prefix, ctx.Err())
 		}
 	}
 	m.subs[sub] = struct{}{}
@@ -88,11 +88,6 @@ func (m *Manager) Watch(ctx context.Context, key string, fn func(key string, old
 	}()
 	return nil
 }
-
-// revisionPoll is how often Watch looks at the cache's revision while it waits for it
-// without a change to wake it: a relist that finds nothing changed moves the revision
-// without a change (when a key was set and deleted again while the watch was broken).
-const revisionPoll = 100 * time.Millisecond
 
 // change is one change of a key at revision rev: its old and new stored bytes, nil when
 // absent.

@@ -101,6 +101,7 @@ type Source struct {
 	stats Stats                       // guarded by mu
 
 	synced     chan struct{} // closed once the initial list is in the cache
+	moved      chan struct{} // closed and replaced whenever rev moves; guarded by mu
 	syncedOnce sync.Once
 	running    sync.Mutex // held by Run: a source runs once at a time
 }
@@ -143,6 +144,7 @@ func New(client *clientv3.Client, prefix string, opts Options) (*Source, error) 
 		log:    opts.Logger.WithValues("prefix", prefix),
 		cache:  map[string]*mvccpb.KeyValue{},
 		synced: make(chan struct{}),
+		moved:  make(chan struct{}),
 	}, nil
 }
 
@@ -246,7 +248,7 @@ func (s *Source) list(ctx context.Context, h Handler) (int64, error) {
 	s.mu.Lock()
 	old := s.cache
 	s.cache = fresh
-	s.rev = rev
+	s.setRevLocked(rev)
 	s.stats.Lists++
 	s.mu.Unlock()
 
@@ -330,9 +332,36 @@ func (s *Source) watch(ctx context.Context, from int64, h Handler) (progressed b
 func (s *Source) advance(rev int64) {
 	s.mu.Lock()
 	if rev > s.rev {
-		s.rev = rev
+		s.setRevLocked(rev)
 	}
 	s.mu.Unlock()
+}
+
+// setRevLocked sets the last seen revision and wakes WaitForRevision calls.
+func (s *Source) setRevLocked(rev int64) {
+	s.rev = rev
+	close(s.moved)
+	s.moved = make(chan struct{})
+}
+
+// WaitForRevision blocks until the cache holds every change up to rev (Revision() >= rev)
+// or ctx ends. The revision moves with the prefix's events and etcd's progress
+// notifications, so rev should be one of a change under the prefix (a write the caller
+// made there), or ctx should bound the wait.
+func (s *Source) WaitForRevision(ctx context.Context, rev int64) error {
+	for {
+		s.mu.RLock()
+		cur, moved := s.rev, s.moved
+		s.mu.RUnlock()
+		if cur >= rev {
+			return nil
+		}
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return fmt.Errorf("source %s: waiting for revision %d (at %d): %w", s.prefix, rev, cur, ctx.Err())
+		}
+	}
 }
 
 // apply takes one watch event into the cache and returns it for delivery, unless it is a

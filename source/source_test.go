@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -280,6 +281,24 @@ var _ = Describe("a prefix source", func() {
 		mu.Lock()
 		defer mu.Unlock()
 		Expect(torn).To(BeEmpty())
+	})
+
+	It("WaitForRevision returns once a write is in the cache, and honours its context", func(ctx SpecContext) {
+		s, err := source.New(cli, "/wait/", source.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		stop := run(s, func(source.Event) {})
+		defer stop()
+		Expect(s.WaitForSync(ctx)).To(Succeed())
+		resp, err := cli.Put(ctx, "/wait/a", "1")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(s.WaitForRevision(ctx, resp.Header.Revision)).To(Succeed())
+		kv, ok := s.Get("/wait/a")
+		Expect(ok).To(BeTrue())
+		Expect(kv.ModRevision).To(Equal(resp.Header.Revision))
+
+		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		Expect(s.WaitForRevision(short, resp.Header.Revision+1000)).To(MatchError(context.DeadlineExceeded))
 	})
 
 	It("filters events with predicates", func(ctx SpecContext) {

@@ -29,8 +29,9 @@
 // Registry.Discover reads a service's instances from etcd. Registry.Watch reports the
 // instances present (as added) and then every change, from a goroutine of the registry,
 // until its context ends or the registry closes. Its events survive reconnects and
-// compaction: when the watch breaks, the service is listed again, the differences from
-// what was already reported become events, and the watch resumes from the list's revision.
+// compaction: a broken watch resumes after the last change it saw; when etcd compacted
+// that history, the service is listed again, the differences from what was already
+// reported become events, and the watch resumes from the list's revision.
 //
 // # Load balancing
 //

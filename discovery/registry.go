@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
@@ -356,7 +357,7 @@ func (r *Registry) Discover(ctx context.Context, name string) ([]ServiceInfo, er
 	}
 	out := make([]ServiceInfo, 0, len(kvs))
 	for _, kv := range kvs {
-		if info, ok := r.decode(name, prefix, kv.Key, kv.Value, kv.ModRevision); ok {
+		if info, ok := r.decode(name, prefix, kv); ok {
 			out = append(out, info)
 		}
 	}
@@ -364,22 +365,32 @@ func (r *Registry) Discover(ctx context.Context, name string) ([]ServiceInfo, er
 	return out, nil
 }
 
-// decode turns a stored instance into a ServiceInfo. Keys nested deeper than
-// prefix/name/id are not instances; values that do not decode are logged and skipped.
-func (r *Registry) decode(name, prefix string, key, value []byte, rev int64) (ServiceInfo, bool) {
-	id := strings.TrimPrefix(string(key), prefix)
+// decode turns a stored instance into a ServiceInfo (see parseInstance), logging values
+// that do not decode.
+func (r *Registry) decode(name, prefix string, kv *mvccpb.KeyValue) (ServiceInfo, bool) {
+	info, ok, err := parseInstance(name, prefix, kv)
+	if err != nil {
+		r.log.Error(err, "skipping an instance whose value does not decode", "key", string(kv.Key), "revision", kv.ModRevision)
+	}
+	return info, ok
+}
+
+// parseInstance turns a stored instance into a ServiceInfo. Keys nested deeper than
+// prefix/name/id are not instances; a value that does not decode is not one either, and
+// its error is returned.
+func parseInstance(name, prefix string, kv *mvccpb.KeyValue) (ServiceInfo, bool, error) {
+	id := strings.TrimPrefix(string(kv.Key), prefix)
 	if id == "" || strings.Contains(id, "/") {
-		return ServiceInfo{}, false
+		return ServiceInfo{}, false, nil
 	}
 	var info ServiceInfo
-	if err := json.Unmarshal(value, &info); err != nil {
-		r.log.Error(err, "skipping an instance whose value does not decode", "key", string(key), "revision", rev)
-		return ServiceInfo{}, false
+	if err := json.Unmarshal(kv.Value, &info); err != nil {
+		return ServiceInfo{}, false, err
 	}
 	// The key names the instance: a value written by someone else cannot make two keys
 	// one instance, or one key another.
 	info.Name, info.ID = name, id
-	return info, true
+	return info, true, nil
 }
 
 // Close stops every heartbeat and watch of the registry and deregisters the instances it

@@ -192,10 +192,11 @@ type sharder struct {
 	log    logr.Logger
 	client *clientv3.Client
 
-	members, assignments, owners *source.Source
-	poke, assignPoke             chan struct{}
-	synced                       chan struct{}  // closed once the three sources have synced
-	wg                           sync.WaitGroup // session keep-alives
+	// state caches the manager's keys (members/, assignments/, owners/ under the root).
+	state            *source.Source
+	poke, assignPoke chan struct{}
+	synced           chan struct{}  // closed once state has synced
+	wg               sync.WaitGroup // session keep-alives
 
 	mu       sync.Mutex
 	sess     *lease.Session
@@ -219,14 +220,15 @@ func newSharder(m *Manager, opts ShardingOptions) (*sharder, error) {
 		changed:    make(chan struct{}),
 		synced:     make(chan struct{}),
 	}
+	// One watch over the whole root: a revision that changes members and owners at once
+	// (etcd expiring a member's lease) is seen at once.
+	ours := func(e source.Event) bool {
+		rest := strings.TrimPrefix(e.Key, sh.root)
+		return strings.HasPrefix(rest, "members/") || strings.HasPrefix(rest, "assignments/") || strings.HasPrefix(rest, "owners/")
+	}
 	var err error
-	for _, p := range []struct {
-		src  **source.Source
-		name string
-	}{{&sh.members, "members/"}, {&sh.assignments, "assignments/"}, {&sh.owners, "owners/"}} {
-		if *p.src, err = source.New(m.client, sh.root+p.name, source.Options{Logger: sh.log.WithName(strings.TrimSuffix(p.name, "/"))}); err != nil {
-			return nil, fmt.Errorf("manager: %w", err)
-		}
+	if sh.state, err = source.New(m.client, sh.root, source.Options{Logger: sh.log.WithName("state"), Predicates: []source.Predicate{ours}}); err != nil {
+		return nil, fmt.Errorf("manager: %w", err)
 	}
 	return sh, nil
 }
@@ -297,23 +299,18 @@ func (sh *sharder) notify() {
 // cancelled) and a new session registers again. It returns ErrDuplicateID, wrapped, when
 // another running replica holds this member's ID.
 func (sh *sharder) run(ctx context.Context) error {
-	sctx, stopSources := context.WithCancel(ctx)
-	var srcs sync.WaitGroup
+	sctx, stopState := context.WithCancel(ctx)
+	watching := make(chan struct{})
 	defer func() {
-		stopSources()
-		srcs.Wait()
+		stopState()
+		<-watching
 	}()
-	for _, src := range []*source.Source{sh.members, sh.assignments, sh.owners} {
-		srcs.Add(1)
-		go func() {
-			defer srcs.Done()
-			_ = src.Run(sctx, func(source.Event) { sh.notify() }) // ends with sctx
-		}()
-	}
-	for _, src := range []*source.Source{sh.members, sh.assignments, sh.owners} {
-		if src.WaitForSync(ctx) != nil {
-			return nil
-		}
+	go func() { // the state's watch: ends with sctx, at the end of run
+		defer close(watching)
+		_ = sh.state.Run(sctx, func(source.Event) { sh.notify() })
+	}()
+	if sh.state.WaitForSync(ctx) != nil {
+		return nil
 	}
 	close(sh.synced)
 	bo := etcdutil.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
@@ -391,6 +388,14 @@ func (sh *sharder) join(ctx context.Context) (*lease.Session, error) {
 			return fail(fmt.Errorf("manager: registering member %s: %w", key, err))
 		}
 		if resp.Succeeded {
+			// Act only on a cache that holds at least what etcd held at the registration:
+			// a member back from a pause does not claim on what it saw before.
+			wctx, cancel := etcdutil.Bound(ctx, sess.Context())
+			err := sh.state.WaitForRevision(wctx, resp.Header.Revision)
+			cancel()
+			if err != nil {
+				return fail(fmt.Errorf("manager: waiting for the sharding state to catch up: %w", err))
+			}
 			sh.mu.Lock()
 			sh.sess = sess
 			sh.mu.Unlock()
@@ -466,15 +471,15 @@ func (sh *sharder) step(ctx context.Context, sess *lease.Session) time.Time {
 			wake = t
 		}
 	}
-	seen := sh.owners.Revision()
+	seen := sh.state.Revision()
 	var claimed, toClaim []int
 	var toRelease []release
 	for s := 0; s < sh.opts.Shards; s++ {
 		assignee := ""
-		if kv, ok := sh.assignments.Get(sh.assignKey(s)); ok {
+		if kv, ok := sh.state.Get(sh.assignKey(s)); ok {
 			assignee = string(kv.Value)
 		}
-		okv, held := sh.owners.Get(sh.ownerKey(s))
+		okv, held := sh.state.Get(sh.ownerKey(s))
 		sh.mu.Lock()
 		o, leaving, gone := sh.held[s], sh.leaving, sh.gone[s]
 		sh.mu.Unlock()
@@ -725,10 +730,8 @@ func (sh *sharder) close() { sh.wg.Wait() }
 // fence in ctx). It runs while this replica leads.
 func (sh *sharder) assign(ctx context.Context) error {
 	fence, _ := store.FenceFrom(ctx)
-	for _, src := range []*source.Source{sh.members, sh.assignments} {
-		if src.WaitForSync(ctx) != nil {
-			return nil
-		}
+	if sh.state.WaitForSync(ctx) != nil {
+		return nil
 	}
 	bo := etcdutil.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
 	var written int64 // revision of the last write; the cache is stale until it has seen it
@@ -736,7 +739,7 @@ func (sh *sharder) assign(ctx context.Context) error {
 	defer timer.Stop()
 	for {
 		timer.Stop()
-		if sh.assignments.Revision() >= written {
+		if sh.state.Revision() >= written {
 			rev, err := sh.writeAssignment(ctx, fence)
 			switch {
 			case err != nil && ctx.Err() != nil:
@@ -761,7 +764,7 @@ func (sh *sharder) assign(ctx context.Context) error {
 // activeMembers returns the IDs of the registered members that are not leaving.
 func (sh *sharder) activeMembers() []string {
 	var out []string
-	for _, kv := range sh.members.List("") {
+	for _, kv := range sh.state.List(sh.root + "members/") {
 		var info MemberInfo
 		if err := json.Unmarshal(kv.Value, &info); err != nil {
 			sh.log.Error(err, "undecodable member record, ignored", "key", string(kv.Key), "revision", kv.ModRevision)
@@ -778,7 +781,7 @@ func (sh *sharder) activeMembers() []string {
 func (sh *sharder) currentAssignment() map[int]string {
 	cur := map[int]string{}
 	prefix := sh.root + "assignments/"
-	for _, kv := range sh.assignments.List("") {
+	for _, kv := range sh.state.List(sh.root + "assignments/") {
 		s, err := strconv.Atoi(strings.TrimPrefix(string(kv.Key), prefix))
 		if err != nil || s < 0 || s >= sh.opts.Shards {
 			continue
@@ -839,7 +842,7 @@ func (sh *sharder) status(ctx context.Context) ShardStatus {
 			st.LeaderError = err.Error()
 		}
 	}
-	for _, kv := range sh.members.List("") {
+	for _, kv := range sh.state.List(sh.root + "members/") {
 		var info MemberInfo
 		if json.Unmarshal(kv.Value, &info) == nil {
 			st.Members = append(st.Members, info)
@@ -851,7 +854,7 @@ func (sh *sharder) status(ctx context.Context) ShardStatus {
 	}
 	st.Owners = make([]string, sh.opts.Shards)
 	for s := range st.Owners {
-		if kv, ok := sh.owners.Get(sh.ownerKey(s)); ok {
+		if kv, ok := sh.state.Get(sh.ownerKey(s)); ok {
 			st.Owners[s] = string(kv.Value)
 		}
 	}

@@ -86,11 +86,12 @@ var _ = Describe("a sharded manager", func() {
 
 	// hook, when set, runs first in every reconcile.
 	var hook func(ctx context.Context, member string, req reconcile.Request) error
-	BeforeEach(func() { hook = nil })
+	drainTimeout := 5 * time.Second
+	BeforeEach(func() { hook, drainTimeout = nil, 5*time.Second })
 	newMemberOn := func(id string, mc *clientv3.Client) *manager.Manager {
 		mgr, err := manager.New(manager.Options{
 			Client: mc, Name: "sharded", ID: id, LeaseTTL: 2, GracefulShutdownTimeout: 10 * time.Second,
-			Sharding:        &manager.ShardingOptions{Shards: shards, DrainTimeout: 5 * time.Second},
+			Sharding:        &manager.ShardingOptions{Shards: shards, DrainTimeout: drainTimeout},
 			HealthProbeAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
 		})
 		Expect(err).NotTo(HaveOccurred())
@@ -319,5 +320,111 @@ var _ = Describe("a sharded manager", func() {
 			ShardKey(func(k string) string { return k }).
 			Complete(reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) { return reconcile.Result{}, nil }))
 		Expect(err).To(MatchError(ContainSubstring("ShardKey needs a manager with Sharding")))
+	})
+
+	It("cancels a reconcile that outlives the drain timeout before the next owner takes its shard", func(ctx SpecContext) {
+		drainTimeout = 300 * time.Millisecond
+		type run struct {
+			member      string
+			start, stop time.Time
+			cause       error
+		}
+		var mu sync.Mutex
+		var runs []run
+		var stuckKey string // set before the key is written
+		hook = func(ctx context.Context, member string, req reconcile.Request) error {
+			if req.Key != stuckKey {
+				return nil
+			}
+			r := run{member: member, start: time.Now()}
+			if member == "first" {
+				<-ctx.Done() // a reconcile that only ends when it is cancelled
+				r.cause = context.Cause(ctx)
+			}
+			r.stop = time.Now()
+			mu.Lock()
+			runs = append(runs, r)
+			mu.Unlock()
+			return nil
+		}
+		// "first" owns every shard and is stuck on a key whose shard goes to "second" when
+		// it joins (the assignment is a pure function of the shards and the members).
+		allFirst := map[int]string{}
+		for s := 0; s < shards; s++ {
+			allFirst[s] = "first"
+		}
+		target := shard.Assign(shards, []string{"first", "second"}, allFirst)
+		key := ""
+		for i := 0; key == ""; i++ {
+			if k := fmt.Sprintf("/items/stuck-%d", i); target[shard.Of(k, shards)] == "second" {
+				key = k
+			}
+		}
+		stuckKey = key
+		stuck := shard.Of(key, shards)
+		first := startReplica(newMember("first"))
+		defer first.shutdown()
+		Eventually(settled(first.mgr, 1)).Should(Succeed())
+		_, err := cli.Put(ctx, key, "x")
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(func() int {
+			for _, o := range status(first.mgr).Owned {
+				if o.Shard == stuck {
+					return o.InFlight
+				}
+			}
+			return 0
+		}).Should(Equal(1))
+
+		second := startReplica(newMember("second"))
+		defer second.shutdown()
+		Eventually(settled(second.mgr, 2)).Should(Succeed())
+		Expect(status(second.mgr).Owners[stuck]).To(Equal("second"))
+		Eventually(func() int { mu.Lock(); defer mu.Unlock(); return len(runs) }).Should(Equal(2))
+		mu.Lock()
+		defer mu.Unlock()
+		Expect(runs[0].member).To(Equal("first"))
+		Expect(runs[0].cause).To(MatchError(ContainSubstring("drain timed out")))
+		Expect(runs[1].member).To(Equal("second"))
+		Expect(runs[1].start).To(BeTemporally(">=", runs[0].stop), "the next owner started before the drained reconcile ended")
+	})
+
+	It("runs a LeaderOnly controller on the leader only, fenced by the leadership", func(ctx SpecContext) {
+		var mu sync.Mutex
+		by := map[string]int{}
+		mk := func(id string) *replica {
+			mc, err := c.NewClient()
+			Expect(err).NotTo(HaveOccurred())
+			DeferCleanup(mc.Close)
+			mgr, err := manager.New(manager.Options{Client: mc, Name: "mixed", ID: id, LeaseTTL: 2, Sharding: &manager.ShardingOptions{Shards: 4}})
+			Expect(err).NotTo(HaveOccurred())
+			err = manager.NewControllerManagedBy(mgr).Named("global").LeaderOnly().
+				Watches(source.Prefix("/global/")).
+				Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+					_, sharded := manager.ShardFrom(ctx)
+					_, fenced := store.FenceFrom(ctx)
+					Expect(sharded).To(BeFalse())
+					Expect(fenced).To(BeTrue())
+					mu.Lock()
+					by[id]++
+					mu.Unlock()
+					return reconcile.Result{}, nil
+				}))
+			Expect(err).NotTo(HaveOccurred())
+			return startReplica(mgr)
+		}
+		a := mk("a")
+		defer a.shutdown()
+		Eventually(a.mgr.IsLeader).Should(BeTrue())
+		b := mk("b")
+		defer b.shutdown()
+		for i := 0; i < 20; i++ {
+			_, err := cli.Put(ctx, fmt.Sprintf("/global/%d", i), "x")
+			Expect(err).NotTo(HaveOccurred())
+		}
+		Eventually(func() int { mu.Lock(); defer mu.Unlock(); return by["a"] }).Should(Equal(20))
+		mu.Lock()
+		defer mu.Unlock()
+		Expect(by["b"]).To(BeZero())
 	})
 })

@@ -26,9 +26,12 @@
 // holder paused (GC, SIGSTOP, a slow disk) past its TTL wakes up believing it holds a lock
 // that etcd gave to the next waiter long ago. Two things help.
 //
-// Lost returns a channel that is closed when the hold ends: the session's keep-alive went
-// unanswered for a TTL, etcd said the lease is gone, or the entry was deleted. Stop working
-// when it closes.
+// Lost returns a channel that is closed when the hold ends: etcd said the lease is gone, the
+// entry was deleted, or the session's keep-alives went unanswered until its local deadline.
+// That deadline is the moment the last answered keep-alive was sent plus the TTL, less
+// 100 ms for the difference between clock rates: etcd counts the TTL from when it received
+// that keep-alive, which is later, so Lost closes before etcd can let the lease expire and
+// hand the lock on, even when etcd cannot be reached to say so. Stop working when it closes.
 //
 // Token is the entry's create revision, a number that grows with every hold of the key, and
 // Guard is the comparison CreateRevision(entry) == Token. A write to etcd made in a
@@ -53,8 +56,9 @@
 // with its first call, and replaces it with a new one when it finds it ended, so a Lock
 // stays usable after a network outage. Close releases what is held and revokes the lease.
 // Releases happen even when the caller's context has already ended, with a short timeout
-// of their own; when etcd cannot be reached for a release, the session is abandoned so that
-// etcd frees the lock when the lease runs out.
+// of their own; when etcd cannot be reached for a release, the session is abandoned: its
+// lease is revoked if etcd answers after all, and otherwise expires after the TTL, so that
+// etcd frees the lock either way.
 //
 // # Read-write locks
 //

@@ -10,6 +10,8 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdkit/etcdkit/internal/lease"
 )
 
 // DefaultTTL is the session TTL in seconds used when Config.TTL is 0.
@@ -155,7 +157,7 @@ func (l *Lock) lock(ctx context.Context, try bool) (bool, error) {
 			return false, context.Cause(ctx)
 		}
 	}
-	h, ok, err := acquireRetrying(ctx, l.q, l.sessions, func(s *session) string { return exclusiveEntry(l.q.key, s.id) }, false, try)
+	h, ok, err := acquireRetrying(ctx, l.q, l.sessions, func(s *lease.Session) string { return exclusiveEntry(l.q.key, s.ID()) }, false, try)
 	if err != nil || !ok {
 		<-l.sem
 		return false, err
@@ -169,7 +171,7 @@ func (l *Lock) lock(ctx context.Context, try bool) (bool, error) {
 
 // acquireRetrying acquires an entry named by name on the current session. A session whose
 // lease etcd no longer knows, though its keep-alive has not noticed yet, is replaced once.
-func acquireRetrying(ctx context.Context, q queue, p *sessions, name func(*session) string, shared, try bool) (*held, bool, error) {
+func acquireRetrying(ctx context.Context, q queue, p *sessions, name func(*lease.Session) string, shared, try bool) (*held, bool, error) {
 	for attempt := 0; ; attempt++ {
 		sess, err := p.get(ctx)
 		if err != nil {
@@ -177,7 +179,7 @@ func acquireRetrying(ctx context.Context, q queue, p *sessions, name func(*sessi
 		}
 		h, ok, err := q.acquire(ctx, sess, name(sess), shared, try)
 		if attempt == 0 && errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			sess.abandon()
+			abandon(sess, errLeaseGone)
 			continue
 		}
 		return h, ok, err
@@ -275,7 +277,8 @@ func never(key string) clientv3.Cmp {
 }
 
 // Lost returns a channel that is closed when the current hold ends: lost (the session's
-// lease ended or the lock key was deleted), released by Unlock, or ended by Close. When
+// lease ended, or may have ended because no keep-alive answer came before the session's
+// local deadline, or the lock key was deleted), released by Unlock, or ended by Close. When
 // the lock is not held the channel is already closed. Each hold has its own channel.
 func (l *Lock) Lost() <-chan struct{} {
 	l.mu.Lock()
@@ -355,7 +358,7 @@ type hold struct {
 var errHoldEnded = errors.New("lock: released")
 
 func newHold(h *held) *hold {
-	ctx, cancel := context.WithCancelCause(h.sess.ctx)
+	ctx, cancel := context.WithCancelCause(h.sess.Context())
 	return &hold{held: *h, ctx: ctx, cancel: cancel, lost: make(chan struct{})}
 }
 

@@ -10,6 +10,8 @@ import (
 	"github.com/go-logr/logr"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdkit/etcdkit/internal/lease"
 )
 
 // The queue of a lock key K is the set of entries K/<name>, where <name> holds no further
@@ -41,19 +43,19 @@ var errForeignEntry = errors.New("exists but is not attached to this session's l
 // awaited deletion (a compaction, a leader change, a broken stream).
 const retryDelay = 50 * time.Millisecond
 
-func exclusiveEntry(key string, lease clientv3.LeaseID) string {
-	return fmt.Sprintf("%s/%x", key, int64(lease))
+func exclusiveEntry(key string, id clientv3.LeaseID) string {
+	return fmt.Sprintf("%s/%x", key, int64(id))
 }
 
-func sharedEntry(key string, lease clientv3.LeaseID, n uint64) string {
-	return fmt.Sprintf("%s/%s%x-%d", key, readerMark, int64(lease), n)
+func sharedEntry(key string, id clientv3.LeaseID, n uint64) string {
+	return fmt.Sprintf("%s/%s%x-%d", key, readerMark, int64(id), n)
 }
 
 // held is an entry of this process that reached the head of its queue.
 type held struct {
 	key  string // the entry
 	rev  int64  // its create revision: the fencing token
-	sess *session
+	sess *lease.Session
 }
 
 // guard is the comparison that holds while the entry still exists as it was created.
@@ -97,11 +99,11 @@ func (q queue) lastBlocker(kvs []*mvccpb.KeyValue, rev int64, shared bool) *mvcc
 // does not wait: it removes the entry and returns false when the lock is taken. On any
 // error, and on a false try, the entry is gone when acquire returns (or, if etcd could
 // not be reached to remove it, its session is abandoned so that etcd removes it).
-func (q queue) acquire(ctx context.Context, sess *session, myKey string, shared, try bool) (*held, bool, error) {
+func (q queue) acquire(ctx context.Context, sess *lease.Session, myKey string, shared, try bool) (*held, bool, error) {
 	// Every call below also ends when the session does, even if etcd does not answer.
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	stop := context.AfterFunc(sess.ctx, func() { cancel(ErrSessionExpired) })
+	stop := context.AfterFunc(sess.Context(), func() { cancel(ErrSessionExpired) })
 	defer stop()
 
 	h, blocker, hdrRev, err := q.enqueue(ctx, sess, myKey, shared)
@@ -112,7 +114,7 @@ func (q queue) acquire(ctx context.Context, sess *session, myKey string, shared,
 		}
 		err = q.wait(ctx, h, shared, blocker, hdrRev)
 	}
-	if err == nil && !sess.alive() {
+	if err == nil && !sess.Valid() {
 		err = ErrSessionExpired
 	}
 	if err != nil {
@@ -130,11 +132,11 @@ func (q queue) acquire(ctx context.Context, sess *session, myKey string, shared,
 // enqueue creates myKey with the session's lease (or finds it, if an earlier call of this
 // process left it) and returns the entry with the last entry it must wait for, as of the
 // returned revision.
-func (q queue) enqueue(ctx context.Context, sess *session, myKey string, shared bool) (*held, *mvccpb.KeyValue, int64, error) {
+func (q queue) enqueue(ctx context.Context, sess *lease.Session, myKey string, shared bool) (*held, *mvccpb.KeyValue, int64, error) {
 	all := clientv3.OpGet(q.prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	resp, err := q.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(myKey), "=", 0)).
-		Then(clientv3.OpPut(myKey, "", clientv3.WithLease(sess.id)), all).
+		Then(clientv3.OpPut(myKey, "", clientv3.WithLease(sess.ID())), all).
 		Else(clientv3.OpGet(myKey), all).
 		Commit()
 	if err != nil {
@@ -143,8 +145,8 @@ func (q queue) enqueue(ctx context.Context, sess *session, myKey string, shared 
 	h := &held{key: myKey, rev: resp.Header.Revision, sess: sess}
 	if !resp.Succeeded {
 		kvs := resp.Responses[0].GetResponseRange().Kvs
-		if len(kvs) == 0 || clientv3.LeaseID(kvs[0].Lease) != sess.id {
-			return nil, nil, 0, fmt.Errorf("lock: queue entry %s: %w %x", myKey, errForeignEntry, int64(sess.id))
+		if len(kvs) == 0 || clientv3.LeaseID(kvs[0].Lease) != sess.ID() {
+			return nil, nil, 0, fmt.Errorf("lock: queue entry %s: %w %x", myKey, errForeignEntry, int64(sess.ID()))
 		}
 		h.rev = kvs[0].CreateRevision
 	}
@@ -161,7 +163,7 @@ func (q queue) wait(ctx context.Context, h *held, shared bool, blocker *mvccpb.K
 			return err
 		}
 		resp, err := q.client.Txn(ctx).
-			If(h.guard(), clientv3.Compare(clientv3.LeaseValue(h.key), "=", h.sess.id)).
+			If(h.guard(), clientv3.Compare(clientv3.LeaseValue(h.key), "=", h.sess.ID())).
 			Then(clientv3.OpGet(q.prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithMaxCreateRev(h.rev-1))).
 			Commit()
 		if err != nil {
@@ -227,9 +229,9 @@ func pause(ctx context.Context) error {
 
 // remove deletes an entry that does not (or no longer) hold the lock, with the caller's
 // context if it is still live and a short detached one otherwise: a cancelled wait leaves
-// no key behind. If etcd cannot be reached, the session is abandoned so that etcd removes
-// the entry when the lease runs out.
-func (q queue) remove(ctx context.Context, sess *session, key string) {
+// no key behind. If etcd cannot be reached, the session is abandoned (see abandon), so that
+// the entry goes with its lease.
+func (q queue) remove(ctx context.Context, sess *lease.Session, key string) {
 	if ctx.Err() == nil {
 		if _, err := q.client.Delete(ctx, key); err == nil {
 			return
@@ -238,15 +240,15 @@ func (q queue) remove(ctx context.Context, sess *session, key string) {
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	if _, err := q.client.Delete(dctx, key); err != nil {
-		q.log.Error(err, "could not remove lock queue entry; abandoning its session so that etcd frees it after the TTL", "entry", key)
-		sess.abandon()
+		q.log.Error(err, "could not remove lock queue entry; abandoning its session, whose lease is revoked or else expires after the TTL", "entry", key)
+		abandon(sess, fmt.Errorf("queue entry %s could not be removed: %v", key, err))
 	}
 }
 
 // release deletes a held entry if it is still the one that was acquired. lost reports that
 // it was not: its lease ended or someone deleted it while it was held. The caller's context
 // is used while it lives; after it ended, a short detached one, so that a cancelled request
-// never leaves a lock held. If etcd cannot be reached, the session is abandoned.
+// never leaves a lock held. If etcd cannot be reached, the session is abandoned (see abandon).
 func (q queue) release(ctx context.Context, h *held) (lost bool, err error) {
 	del := func(ctx context.Context) (*clientv3.TxnResponse, error) {
 		return q.client.Txn(ctx).If(h.guard()).Then(clientv3.OpDelete(h.key)).Commit()
@@ -263,11 +265,11 @@ func (q queue) release(ctx context.Context, h *held) (lost bool, err error) {
 		resp, err = del(dctx)
 	}
 	if err != nil {
-		q.log.Error(err, "could not release lock; abandoning its session so that etcd frees it after the TTL", "entry", h.key)
-		h.sess.abandon()
+		q.log.Error(err, "could not release lock; abandoning its session, whose lease is revoked or else expires after the TTL", "entry", h.key)
+		abandon(h.sess, fmt.Errorf("%s could not be released: %v", h.key, err))
 		return false, fmt.Errorf("lock: releasing %s: %w", q.key, err)
 	}
-	if !resp.Succeeded && ambiguous && h.sess.alive() {
+	if !resp.Succeeded && ambiguous && h.sess.Valid() {
 		// The entry is gone, most likely by the first delete whose answer was lost: with
 		// the session alive, its lease did not end under the hold.
 		return false, nil

@@ -8,6 +8,8 @@ import (
 
 	"github.com/go-logr/logr"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdkit/etcdkit/internal/lease"
 )
 
 // RWLock is a distributed read-write lock on one etcd key. Readers in any number of
@@ -74,7 +76,7 @@ func (rw *RWLock) rlock(ctx context.Context, try bool) (bool, error) {
 	}
 	defer end()
 	n := rw.seq.Add(1)
-	name := func(s *session) string { return sharedEntry(rw.w.q.key, s.id, n) }
+	name := func(s *lease.Session) string { return sharedEntry(rw.w.q.key, s.ID(), n) }
 	h, ok, err := acquireRetrying(ctx, rw.w.q, rw.w.sessions, name, true, try)
 	if err != nil || !ok {
 		return false, err

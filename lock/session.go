@@ -4,111 +4,47 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdkit/etcdkit/internal/lease"
 )
 
 // cleanupTimeout bounds the etcd calls that release or remove a key after the caller's
-// context has ended (a cancelled wait, Close, WithLock after a cancelled context), and the
-// revocation of a lease on Close. When such a call fails the session is abandoned, so that
-// etcd still frees the keys once the lease's TTL runs out.
+// context has ended (a cancelled wait, Close, WithLock after a cancelled context). When such
+// a call fails the session is abandoned, so that etcd still frees the keys. (The revoke that
+// ends a session is bounded by the lease package: the TTL, at most lease.MaxRevokeWait.)
 const cleanupTimeout = 3 * time.Second
 
-// session is one lease kept alive for the locks that use it. Every queue entry of a lock is
-// attached to it, so the entries of a process that dies or stops answering vanish after the
-// TTL: that is what bounds how long a lock outlives its holder.
-type session struct {
-	client *clientv3.Client
-	id     clientv3.LeaseID
-	// ctx ends when the lease is no longer kept alive: etcd answered that it expired or was
-	// revoked, no answer came for nearly a TTL (untilExpiry), or the session was abandoned
-	// or closed. From then on the lease may be gone at any moment. Waits and watches made
-	// on behalf of the session are bound to it.
-	ctx    context.Context
-	cancel context.CancelFunc // ends ctx, which stops the keep-alive
-	done   chan struct{}      // closed when the keep-alive reader has returned, after ctx ended
+// abandon ends a session whose keys could not all be removed (a failed release or removal),
+// or whose lease etcd no longer knows. The session's keep-alive goroutine revokes the lease
+// if etcd answers, which deletes every key on it now; if etcd does not answer, nobody renews
+// the lease any more and etcd deletes the keys when its TTL runs out. Either way the keys go
+// without this process's help. It does not wait: the sessions pool that started the
+// keep-alive waits for it at close.
+func abandon(s *lease.Session, cause error) {
+	s.Lose(fmt.Errorf("%w: %w", lease.ErrLost, cause))
 }
 
-// newSession grants a lease of ttl seconds (the call bounded by ctx) and keeps it alive
-// until the session is abandoned or closed, or the lease ends.
-func newSession(ctx context.Context, client *clientv3.Client, ttl int) (*session, error) {
-	resp, err := client.Grant(ctx, int64(ttl))
-	if err != nil {
-		return nil, fmt.Errorf("lock: granting a lease of %d seconds: %w", ttl, err)
-	}
-	// The keep-alive lives as long as the session, not as long as the call that made it.
-	kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	ka, err := client.KeepAlive(kctx, resp.ID)
-	if err != nil {
-		cancel()
-		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-		_, _ = client.Revoke(rctx, resp.ID)
-		rcancel()
-		return nil, fmt.Errorf("lock: keeping lease %x alive: %w", int64(resp.ID), err)
-	}
-	s := &session{client: client, id: resp.ID, ctx: kctx, cancel: cancel, done: make(chan struct{})}
-	// The keep-alive reader belongs to the session. It ends when the client closes ka (the
-	// lease expired or was revoked, the client closed, or abandon/close cancelled kctx) or
-	// when no answer came in time (see expiryMargin); it then stops the keep-alive and
-	// closes done.
-	go func() {
-		defer close(s.done)
-		defer cancel()
-		timer := time.NewTimer(untilExpiry(resp.TTL))
-		defer timer.Stop()
-		for {
-			select {
-			case r, ok := <-ka:
-				if !ok {
-					return
-				}
-				timer.Reset(untilExpiry(r.TTL))
-			case <-timer.C:
-				return
-			}
-		}
-	}()
-	return s, nil
-}
-
-// untilExpiry is how long after a keep-alive answer that reported ttl seconds the session
-// still counts as alive: the TTL less a sixth of it. etcd counts the TTL from the renewal,
-// which happened before the answer arrived here, so without a margin this process could
-// still believe it holds a lock that etcd has already handed on. Keep-alives go out every
-// TTL/3, so the margin still leaves room for a missed one.
-func untilExpiry(ttl int64) time.Duration {
-	d := time.Duration(ttl) * time.Second
-	return d - d/6
-}
-
-// alive reports whether the lease is still being kept alive.
-func (s *session) alive() bool { return s.ctx.Err() == nil }
-
-// abandon stops the keep-alive without revoking the lease: etcd deletes its keys when the
-// TTL runs out. Used when a key could not be removed, so that it is freed all the same.
-func (s *session) abandon() {
-	s.cancel()
-	<-s.done
-}
-
-// close stops the keep-alive and revokes the lease, which deletes every key attached to it.
-func (s *session) close() error {
-	s.abandon()
-	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-	defer cancel()
-	_, err := s.client.Revoke(ctx, s.id)
-	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		return fmt.Errorf("lock: revoking lease %x (etcd frees it after its TTL): %w", int64(s.id), err)
-	}
-	return nil
-}
+// errLeaseGone is the cause of a session abandoned because etcd no longer knew its lease.
+var errLeaseGone = errors.New("etcd no longer knows the lease")
 
 // sessions hands out the current live session, and replaces one that has ended, so that a
 // lock whose lease expired between two uses works again at its next Lock. Locks of one
 // Manager share one sessions value; a Lock made by New has its own.
+//
+// A session is a lease.Session: one lease kept alive for the locks that use it. Every queue
+// entry of a lock is attached to it, so the entries of a process that dies or stops
+// answering vanish after the TTL: that is what bounds how long a lock outlives its holder.
+// Its Context ends when this process can no longer be sure that the lease lives: etcd
+// answered that it expired or was revoked, the local deadline passed (the send time of the
+// last answered keep-alive plus the TTL, less a small margin for clock rates), or the
+// session was abandoned or closed. Waits, watches and holds made on behalf of a session are
+// bound to its Context, so Lost closes at that deadline, before etcd can have handed the
+// lock on; Valid is checked before a wait is reported as success.
 type sessions struct {
 	client *clientv3.Client
 	ttl    int
@@ -117,8 +53,13 @@ type sessions struct {
 	// sem serialises get and close (a channel rather than a mutex, so that a get waiting
 	// behind another one's Grant still honours its own context). It guards cur and closed.
 	sem    chan struct{}
-	cur    *session
+	cur    *lease.Session
 	closed bool
+
+	// keepAlive counts the keep-alive goroutines of every session started here, the current
+	// one and those lost or abandoned that may still be revoking their lease; close waits
+	// for them.
+	keepAlive sync.WaitGroup
 }
 
 func newSessions(client *clientv3.Client, ttl int, log logr.Logger) *sessions {
@@ -126,7 +67,7 @@ func newSessions(client *clientv3.Client, ttl int, log logr.Logger) *sessions {
 }
 
 // get returns the live session, starting a new one when there is none or the last one ended.
-func (p *sessions) get(ctx context.Context) (*session, error) {
+func (p *sessions) get(ctx context.Context) (*lease.Session, error) {
 	select {
 	case p.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -136,27 +77,40 @@ func (p *sessions) get(ctx context.Context) (*session, error) {
 	if p.closed {
 		return nil, ErrClosed
 	}
-	if p.cur != nil && p.cur.alive() {
+	if p.cur != nil && p.cur.Valid() {
 		return p.cur, nil
 	}
 	if p.cur != nil {
-		p.log.Info("lock session ended, starting a new one", "lease", fmt.Sprintf("%x", int64(p.cur.id)))
-		p.cur.abandon()
+		if p.cur.Cause() == nil {
+			// Past its deadline, but its keep-alive has not ended it yet: end it now, so that
+			// it stops even if a late answer comes.
+			abandon(p.cur, fmt.Errorf("no keep-alive answer for lease %x within its TTL", int64(p.cur.ID())))
+		}
+		p.log.Info("lock session ended, starting a new one", "lease", fmt.Sprintf("%x", int64(p.cur.ID())), "cause", p.cur.Cause().Error())
 		p.cur = nil
 	}
-	s, err := newSession(ctx, p.client, p.ttl)
+	s, err := lease.Grant(ctx, p.client, p.ttl, p.log)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, context.Cause(ctx)
 		}
-		return nil, err
+		return nil, fmt.Errorf("lock: starting a session: %w", err)
 	}
-	p.log.V(1).Info("lock session started", "lease", fmt.Sprintf("%x", int64(s.id)), "ttl", p.ttl)
+	p.keepAlive.Add(1)
+	// The keep-alive goroutine belongs to the session: it returns when the session is lost,
+	// abandoned or closed (close closes the current one and waits for every one of them).
+	go func() {
+		defer p.keepAlive.Done()
+		s.KeepAlive()
+	}()
+	p.log.V(1).Info("lock session started", "lease", fmt.Sprintf("%x", int64(s.ID())), "ttl", s.TTL())
 	p.cur = s
 	return s, nil
 }
 
-// close revokes the current session; get fails with ErrClosed afterwards.
+// close revokes the current session and waits for the keep-alive goroutines of all sessions
+// to end; get fails with ErrClosed afterwards. It reports a failed revoke only for a session
+// that it ended itself: the lease of one lost before expires on etcd anyway.
 func (p *sessions) close() error {
 	p.sem <- struct{}{}
 	defer func() { <-p.sem }()
@@ -164,10 +118,14 @@ func (p *sessions) close() error {
 		return nil
 	}
 	p.closed = true
-	if p.cur == nil {
-		return nil
+	var err error
+	if p.cur != nil {
+		live := p.cur.Cause() == nil
+		if cerr := p.cur.Close(); cerr != nil && live {
+			err = fmt.Errorf("lock: closing the session (etcd frees its lease after the TTL): %w", cerr)
+		}
+		p.cur = nil
 	}
-	err := p.cur.close()
-	p.cur = nil
+	p.keepAlive.Wait()
 	return err
 }

@@ -98,6 +98,10 @@ func haInteractive(ctx context.Context, e *env) error {
 // whether etcd accepted the write.
 func haIncrement(ctx context.Context, cli *clientv3.Client, el *election.Election, key string) (int, bool, error) {
 	guard := el.Guard()
+	// The write is not cut short when the primary's context ends (its leadership may end at
+	// any moment): the guard decides, and the outcome is known either way.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
 	resp, err := cli.Get(ctx, key)
 	if err != nil {
 		return 0, false, err
@@ -149,14 +153,15 @@ func haActivePassive(ctx context.Context, e *env) error {
 			for {
 				_, ok, err := haIncrement(ctx, cli, el, counter)
 				switch {
-				case ctx.Err() != nil:
-					return nil
-				case err != nil:
-					return err
-				case ok:
+				case err == nil && ok:
 					n.accepted.Add(1)
-				default:
+				case err == nil:
 					n.rejected.Add(1)
+				case ctx.Err() == nil:
+					return err
+				}
+				if ctx.Err() != nil {
+					return nil
 				}
 				select {
 				case <-ctx.Done():

@@ -370,13 +370,11 @@ func (s *Source) apply(ev *clientv3.Event) (Event, bool) {
 	key := string(ev.Kv.Key)
 	s.mu.Lock()
 	cached, had := s.cache[key]
-	if had && ev.Kv.ModRevision <= cached.ModRevision {
-		s.stats.Duplicates++
-		s.mu.Unlock()
-		return Event{}, false
-	}
-	if ev.Kv.ModRevision <= s.rev && !had && ev.Type == clientv3.EventTypeDelete {
-		// A delete of a key the cache does not hold, at or before what was seen: a replay.
+	// Events come in revision order, and every change up to s.rev is in the cache already
+	// (a list, whole responses, progress notifications): an event at or below it is a
+	// replay, a put of a key deleted since included, which would otherwise come back for
+	// a moment.
+	if ev.Kv.ModRevision <= s.rev || (had && ev.Kv.ModRevision <= cached.ModRevision) {
 		s.stats.Duplicates++
 		s.mu.Unlock()
 		return Event{}, false

@@ -272,15 +272,17 @@ func haActivePassive(ctx context.Context, e *env) error {
 	if err := electionWait(ctx, last.id+" to process requests", func() bool { return processed() >= before+3 }); err != nil {
 		return err
 	}
+	// Every primary stops before the counts are read: a write accepted in between would
+	// be in the counter and not in the sum.
+	for _, n := range nodes {
+		n.h.Stop()
+	}
 	var accepted, rejected int32
 	var by []string
 	for _, n := range nodes {
 		accepted += n.accepted.Load()
 		rejected += n.rejected.Load()
 		by = append(by, fmt.Sprintf("%s %d", n.id, n.accepted.Load()))
-	}
-	for _, n := range nodes {
-		n.h.Stop()
 	}
 	total := processed()
 	e.say("  requests processed: %d (%s), fenced writes rejected: %d", total, strings.Join(by, ", "), rejected)

@@ -2,14 +2,22 @@ package election
 
 import (
 	"context"
-	"errors"
+	"iter"
+	"maps"
+	"slices"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
+	"github.com/etcdkit/etcdkit/source"
+)
+
+// The bounds of the wait before an observer's broken watch is opened again.
+const (
+	observeMinBackoff = 50 * time.Millisecond
+	observeMaxBackoff = time.Second
 )
 
 // Observe returns a channel that receives the leader's id each time the leader changes,
@@ -24,123 +32,136 @@ import (
 // moment if it changed. The channel is closed when ctx ends or the Election is closed.
 func (e *Election) Observe(ctx context.Context) <-chan string {
 	ch := make(chan string)
+	src, err := source.New(e.client, e.prefix, source.Options{
+		MinBackoff: observeMinBackoff, MaxBackoff: observeMaxBackoff, Logger: e.log.WithName("observe").V(1),
+	})
 	e.mu.Lock()
-	if e.closed {
+	if e.closed || err != nil {
 		e.mu.Unlock()
+		if err != nil { // New has checked the client and the prefix already
+			e.log.Error(err, "observe: cannot follow the candidates")
+		}
 		close(ch)
 		return ch
 	}
 	e.wg.Add(1)
 	e.mu.Unlock()
 	ctx, cancel := etcdutil.Bound(ctx, e.stopCtx)
-	// The observer belongs to the caller's ctx and to the Election: it ends when either
-	// ends, and closes ch.
+	o := &observer{src: src, ch: ch, cands: map[string]*mvccpb.KeyValue{}, held: true}
+	// The observer belongs to the caller's ctx and to the Election: it runs the source until
+	// either ends, then closes ch.
 	go func() {
 		defer e.wg.Done()
-		defer cancel()
 		defer close(ch)
-		e.observe(ctx, ch)
+		first := make(chan struct{})
+		// The first report belongs to the observer, which waits for it before closing ch: it
+		// sends "" once the initial list is in and turned out empty.
+		go func() {
+			defer close(first)
+			if src.WaitForSync(ctx) == nil {
+				o.reportFirst(ctx)
+			}
+		}()
+		_ = src.Run(ctx, func(ev source.Event) { o.handle(ctx, ev) }) // it returns ctx's error
+		cancel()
+		<-first
 	}()
 	return ch
 }
 
-// candidate is a key of the election as an observer sees it.
-type candidate struct {
-	rev int64 // create revision
-	id  string
-}
-
-// observer follows the candidates' keys and reports the leader when it changes.
+// observer turns the events of a source over the election's prefix into leaders. The
+// leader is the value of the oldest key, as GetLeader reads it.
+//
+// The source hands its handler the events of a watch response one at a time, once the
+// whole response (which may span several revisions) is in its cache. The leader of each
+// revision is reported when all of that revision's events are applied: the observer keeps
+// its own copy of the candidates, cands, which has taken the events handled so far, and
+// holds the state of a revision until an event of a later one arrives; the last revision of
+// a response, and a list (one snapshot), are read from the source's cache, which holds them
+// whole.
 type observer struct {
-	ch    chan<- string
-	cands map[string]candidate
-	sent  bool
-	last  string
+	src *source.Source
+	ch  chan<- string
+
+	// Used by the source's goroutine only.
+	cands   map[string]*mvccpb.KeyValue // the keys after the events handled so far
+	held    bool                        // cands is a state not reported yet, that of revision heldRev
+	heldRev int64                       // 0: the initial list's (empty until its events arrive)
+
+	// The source's goroutine and the first report both send; mu orders them.
+	mu   sync.Mutex
+	sent bool   // a value was sent
+	last string // the last value sent
 }
 
-// report sends the leader if it changed; it returns false when ctx ended first.
-func (o *observer) report(ctx context.Context) bool {
-	var lead candidate
-	for _, c := range o.cands {
-		if lead.rev == 0 || c.rev < lead.rev {
-			lead = c
-		}
+// handle is the source's handler: it runs on the source's goroutine, with ev in the cache.
+func (o *observer) handle(ctx context.Context, ev source.Event) {
+	rev := ev.KV.ModRevision
+	// A held state is whole once an event of another revision arrives (the events of one
+	// revision come together) or a relist starts. The initial list's events come before its
+	// watch is established, and its snapshot is the first state: the empty one held before
+	// them is no state of the election.
+	initialList := ev.Initial && !o.src.HasSynced()
+	if o.held && !initialList && (ev.Initial || rev != o.heldRev) {
+		o.report(ctx, leaderOf(maps.Values(o.cands)))
 	}
-	if o.sent && lead.id == o.last {
-		return true
+	if ev.Type == source.Delete {
+		delete(o.cands, ev.Key)
+	} else {
+		o.cands[ev.Key] = ev.KV
+	}
+	if ev.Initial || rev == o.src.Revision() {
+		o.held = false
+		o.report(ctx, leaderOf(slices.Values(o.src.List(""))))
+		return
+	}
+	o.held, o.heldRev = true, rev
+}
+
+// report sends the leader id if it differs from the last value sent, unless ctx ends
+// first.
+func (o *observer) report(ctx context.Context, id string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.sent || id != o.last {
+		o.sendLocked(ctx, id)
+	}
+}
+
+// reportFirst sends "" if nothing was sent yet: once the source has synced, that means
+// its initial list was empty (the events of a list are handled before its watch starts).
+func (o *observer) reportFirst(ctx context.Context) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.sent {
+		o.sendLocked(ctx, "")
+	}
+}
+
+// sendLocked sends id, unless ctx ends first. The caller holds mu.
+func (o *observer) sendLocked(ctx context.Context, id string) {
+	if ctx.Err() != nil {
+		return
 	}
 	select {
-	case o.ch <- lead.id:
-		o.sent, o.last = true, lead.id
-		return true
+	case o.ch <- id:
+		o.sent, o.last = true, id
 	case <-ctx.Done():
-		return false
 	}
 }
 
-func (e *Election) observe(ctx context.Context, ch chan<- string) {
-	o := &observer{ch: ch}
-	bo := &etcdutil.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
-	for ctx.Err() == nil {
-		resp, err := e.client.Get(ctx, e.prefix, clientv3.WithPrefix())
-		if err != nil {
-			if ctx.Err() == nil {
-				e.log.V(1).Info("observe: listing the candidates failed, retrying", "error", err.Error())
-			}
-			_ = etcdutil.Sleep(ctx, bo.Next())
-			continue
-		}
-		o.cands = make(map[string]candidate, len(resp.Kvs))
-		for _, kv := range resp.Kvs {
-			o.cands[string(kv.Key)] = candidate{rev: kv.CreateRevision, id: string(kv.Value)}
-		}
-		if !o.report(ctx) {
-			return
-		}
-		if !e.follow(ctx, o, resp.Header.Revision+1, bo) {
-			return
-		}
-		e.log.V(1).Info("observe: history compacted, listing the candidates again")
-	}
-}
-
-// follow applies the watch from revision from to o until ctx ends (false) or the revisions
-// it needs are compacted (true: the caller lists again).
-func (e *Election) follow(ctx context.Context, o *observer, from int64, bo *etcdutil.Backoff) bool {
-	for {
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		wch := e.client.Watch(wctx, e.prefix, clientv3.WithPrefix(), clientv3.WithRev(from))
-		for wr := range wch {
-			if wr.CompactRevision != 0 || errors.Is(wr.Err(), rpctypes.ErrCompacted) {
-				cancel()
-				return true
-			}
-			if wr.Err() != nil {
-				e.log.V(1).Info("observe: watch broke, resuming", "revision", from, "error", wr.Err().Error())
-				break
-			}
-			bo.Reset()
-			// Events of one revision (one transaction) are applied together, then reported.
-			for i, ev := range wr.Events {
-				key := string(ev.Kv.Key)
-				if ev.Type == mvccpb.DELETE {
-					delete(o.cands, key)
-				} else {
-					o.cands[key] = candidate{rev: ev.Kv.CreateRevision, id: string(ev.Kv.Value)}
-				}
-				from = ev.Kv.ModRevision + 1
-				if i+1 < len(wr.Events) && wr.Events[i+1].Kv.ModRevision == ev.Kv.ModRevision {
-					continue
-				}
-				if !o.report(wctx) {
-					cancel()
-					return false
-				}
-			}
-		}
-		cancel()
-		if !etcdutil.Sleep(ctx, bo.Next()) {
-			return false
+// leaderOf returns the value of the oldest key (the lowest create revision; among keys one
+// transaction created, the first by key), or "" when there is none.
+func leaderOf(kvs iter.Seq[*mvccpb.KeyValue]) string {
+	var lead *mvccpb.KeyValue
+	for kv := range kvs {
+		if lead == nil || kv.CreateRevision < lead.CreateRevision ||
+			(kv.CreateRevision == lead.CreateRevision && string(kv.Key) < string(lead.Key)) {
+			lead = kv
 		}
 	}
+	if lead == nil {
+		return ""
+	}
+	return string(lead.Value)
 }

@@ -144,22 +144,17 @@ var _ = Describe("a sharded manager", func() {
 		Expect(ok).To(BeTrue())
 		return st
 	}
-	// ownedBy returns the owner of every shard as the member sees them, when every shard
-	// is owned by its assignee and the assignment is balanced over n members.
+	// settled succeeds when, as m sees it, the sharding is at rest (ShardStatus.Settled:
+	// every shard owned by its assignee, balanced) over exactly n members.
 	settled := func(m *manager.Manager, n int) func(g Gomega) {
 		return func(g Gomega) {
 			st := status(m)
-			count := map[string]int{}
-			for s := 0; s < shards; s++ {
-				g.Expect(st.Assignment[s]).NotTo(BeEmpty(), "shard %d unassigned", s)
-				g.Expect(st.Owners[s]).To(Equal(st.Assignment[s]), "shard %d", s)
-				count[st.Owners[s]]++
+			g.Expect(st.Settled()).To(BeTrue(), "assignment %v, owners %v", st.Assignment, st.Owners)
+			owners := map[string]bool{}
+			for _, o := range st.Owners {
+				owners[o] = true
 			}
-			g.Expect(count).To(HaveLen(n))
-			for _, k := range count {
-				g.Expect(k).To(BeNumerically(">=", shards/n))
-				g.Expect(k).To(BeNumerically("<=", (shards+n-1)/n))
-			}
+			g.Expect(owners).To(HaveLen(n))
 		}
 	}
 

@@ -297,9 +297,6 @@ func (m *Manager) Start(ctx context.Context) error {
 		}
 	}
 	timedOut = !membership.stopBy(deadline.Add(ctrlGrace)) || timedOut
-	if m.sharder != nil {
-		m.sharder.close()
-	}
 	if timedOut && result == nil {
 		result = fmt.Errorf("manager: graceful shutdown timed out after %s", m.opts.GracefulShutdownTimeout)
 	}

@@ -195,8 +195,7 @@ type sharder struct {
 	// state caches the manager's keys (members/, assignments/, owners/ under the root).
 	state            *source.Source
 	poke, assignPoke chan struct{}
-	synced           chan struct{}  // closed once state has synced
-	wg               sync.WaitGroup // session keep-alives
+	synced           chan struct{} // closed once state has synced
 
 	mu       sync.Mutex
 	sess     *lease.Session
@@ -355,11 +354,9 @@ func (sh *sharder) join(ctx context.Context) (*lease.Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	sh.wg.Add(1)
-	go func() {
-		defer sh.wg.Done()
-		sess.KeepAlive()
-	}()
+	// The keep-alive ends when the session does: every session granted here is closed,
+	// by fail below or by run once it is lost or run ends, and Close waits for it.
+	go sess.KeepAlive()
 	fail := func(err error) (*lease.Session, error) {
 		_ = sess.Close()
 		return nil, err
@@ -721,9 +718,6 @@ func (sh *sharder) leave(deadline time.Time) {
 		}
 	}
 }
-
-// close waits for the sessions' keep-alives; run has closed the sessions.
-func (sh *sharder) close() { sh.wg.Wait() }
 
 // assign is the leader's part: it keeps the assignment balanced over the active members,
 // writing only the shards that change, in transactions guarded by the leadership (the

@@ -95,20 +95,25 @@ func NewManager(client *clientv3.Client, prefix string, log logr.Logger) (*Manag
 // Prefix returns the key prefix of the Manager's values, ending in "/".
 func (m *Manager) Prefix() string { return m.prefix }
 
-// WaitForSync waits until the cache holds a first list of the prefix, or ctx ends.
+// WaitForSync waits until the cache holds a first list of the prefix, or ctx ends. A
+// permanent error (the user may not read the prefix, for one) is returned at once, naming
+// the prefix; the cache goes on retrying in the background, every few seconds.
 func (m *Manager) WaitForSync(ctx context.Context) error {
 	if m.src.HasSynced() {
 		return nil
 	}
 	wctx, cancel := etcdutil.Bound(ctx, m.ctx)
 	defer cancel()
+	err := m.src.WaitForSync(wctx)
 	switch {
-	case m.src.WaitForSync(wctx) == nil:
+	case err == nil:
 		return nil
 	case m.ctx.Err() != nil:
 		return ErrClosed
-	default:
+	case ctx.Err() != nil:
 		return fmt.Errorf("config: waiting for the cache of %s: %w", m.prefix, ctx.Err())
+	default:
+		return fmt.Errorf("config: %w", err)
 	}
 }
 

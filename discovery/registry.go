@@ -14,6 +14,8 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdkit/etcdkit/internal/lease"
+
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
 )
 
@@ -75,8 +77,8 @@ func NewRegistry(client *clientv3.Client, prefix string, ttl int, log logr.Logge
 	if ttl == 0 {
 		ttl = DefaultTTL
 	}
-	if ttl < MinTTL {
-		return nil, fmt.Errorf("discovery: TTL must be at least %d seconds, got %d", MinTTL, ttl)
+	if err := lease.CheckTTL("discovery: TTL", ttl, MinTTL); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Registry{

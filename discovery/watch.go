@@ -26,7 +26,10 @@ const (
 // registry and returns at once; fn is called from that goroutine, one event at a time, in
 // the order of the changes, until ctx ends or the registry is closed (Close waits for it,
 // so fn must not call Close: it would wait for itself; cancel the watch's ctx instead).
-// An error means the initial list failed and nothing will be reported.
+// An error means nothing will be reported: the initial list met a permanent error (the
+// user may not read the service's prefix, which the error names), or ctx ended or the
+// registry was closed before it succeeded. A transient one (etcd unreachable, no leader) is
+// retried until ctx ends.
 //
 // The events survive reconnects and compaction: a broken watch (etcd lost its leader, the
 // connection dropped, ...) resumes after the last change it saw, and when etcd compacted

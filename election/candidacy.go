@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdkit/etcdkit/internal/etcderr"
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
 	"github.com/etcdkit/etcdkit/internal/lease"
 )
@@ -51,8 +52,9 @@ func (e *Election) nominate(ctx context.Context, s *lease.Session) (*candidacy, 
 		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			err = fmt.Errorf("%w: lease %x is gone", ErrSessionLost, s.ID())
 			s.Lose(err)
+			return nil, err
 		}
-		return nil, err
+		return nil, fmt.Errorf("election: creating candidate key %s: %w", key, err)
 	}
 	rev := resp.Header.Revision
 	if !resp.Succeeded {
@@ -138,7 +140,7 @@ func (e *Election) waitTurn(ctx context.Context, c *candidacy) error {
 		switch {
 		case ctx.Err() != nil:
 			return context.Cause(ctx)
-		case err != nil && transient(err):
+		case err != nil && etcderr.IsTransient(err):
 			e.log.V(1).Info("campaign: etcd did not answer, retrying", "error", err.Error())
 			if !etcdutil.Sleep(ctx, bo.Next()) {
 				return context.Cause(ctx)
@@ -151,35 +153,48 @@ func (e *Election) waitTurn(ctx context.Context, c *candidacy) error {
 			c.cancel(err)
 			return err
 		}
-		bo.Reset()
 		kvs := resp.Responses[0].GetResponseRange().Kvs
 		if len(kvs) == 0 {
 			return nil
 		}
 		ahead := string(kvs[0].Key)
 		e.log.V(1).Info("campaign: waiting for the candidate ahead", "key", ahead)
-		if err := e.waitDelete(ctx, ahead, resp.Header.Revision+1); err != nil {
+		deleted, err := e.waitDelete(ctx, ahead, resp.Header.Revision+1)
+		switch {
+		case ctx.Err() != nil:
 			return context.Cause(ctx)
+		case deleted:
+			// Only a deletion seen resets the backoff: a watch that breaks as soon as it
+			// is opened (a refused or expired token) must not turn this loop into a spin.
+			bo.Reset()
+		default:
+			if etcderr.IsPermanent(err) {
+				return fmt.Errorf("election: campaign: watching %s: %w", ahead, err)
+			}
+			e.log.V(1).Info("campaign: watch broke, looking again", "key", ahead, "error", fmt.Sprint(err))
+			if !etcdutil.Sleep(ctx, bo.Next()) {
+				return context.Cause(ctx)
+			}
 		}
 	}
 }
 
-// waitDelete returns when key is deleted after revision from, when the watch breaks (the
-// caller looks again), or with ctx's error when ctx ends.
-func (e *Election) waitDelete(ctx context.Context, key string, from int64) error {
+// waitDelete returns deleted when key is deleted after revision from, and the watch's error
+// when the watch breaks first (the caller looks again).
+func (e *Election) waitDelete(ctx context.Context, key string, from int64) (deleted bool, err error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	for wr := range e.client.Watch(wctx, key, clientv3.WithRev(from), clientv3.WithFilterPut()) {
-		if wr.Err() != nil {
-			return nil
+		if err := wr.Err(); err != nil {
+			return false, err
 		}
 		for _, ev := range wr.Events {
 			if ev.Type == mvccpb.DELETE {
-				return nil
+				return true, nil
 			}
 		}
 	}
-	return ctx.Err()
+	return false, ctx.Err()
 }
 
 // deleteKey deletes c's key if it is still c's, retrying while etcd is unavailable and ctx
@@ -194,7 +209,7 @@ func (e *Election) deleteKey(ctx context.Context, c *candidacy) error {
 			If(clientv3.Compare(clientv3.CreateRevision(c.key), "=", c.rev)).
 			Then(clientv3.OpDelete(c.key)).
 			Commit()
-		if err == nil || ctx.Err() != nil || !transient(err) {
+		if err == nil || ctx.Err() != nil || !etcderr.IsTransient(err) {
 			break
 		}
 		e.log.V(1).Info("deleting the key: etcd did not answer, retrying", "key", c.key, "error", err.Error())

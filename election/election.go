@@ -11,6 +11,7 @@ import (
 	"github.com/go-logr/logr"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdkit/etcdkit/internal/etcderr"
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
 	"github.com/etcdkit/etcdkit/internal/lease"
 )
@@ -70,6 +71,7 @@ type Election struct {
 	loop      *runLoop
 	retiring  <-chan struct{} // done of the last loop that ended, which may still be resigning
 	closed    bool
+	problem   error         // the permanent error Run's last campaign met (see Err)
 	closeDone chan struct{} // closed when Close has finished
 	closeErr  error
 	wg        sync.WaitGroup // every goroutine of the Election: key watchers, sessions, observers, notifier, run loop
@@ -87,8 +89,9 @@ func New(client *clientv3.Client, prefix, id string, ttl int, log logr.Logger) (
 		return nil, errors.New(`election: prefix must not be empty, got ""`)
 	case id == "":
 		return nil, errors.New(`election: id must not be empty, got ""`)
-	case ttl < MinTTL:
-		return nil, fmt.Errorf("election: TTL must be at least %d seconds, got %d", MinTTL, ttl)
+	}
+	if err := lease.CheckTTL("election: TTL", ttl, MinTTL); err != nil {
+		return nil, err
 	}
 	if !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
@@ -231,7 +234,7 @@ func (e *Election) session(ctx context.Context) (*lease.Session, error) {
 		if ctx.Err() != nil {
 			return nil, context.Cause(ctx)
 		}
-		if !transient(err) {
+		if !etcderr.IsTransient(err) {
 			return nil, err
 		}
 		e.log.V(1).Info("campaign: etcd did not answer, retrying", "error", err.Error())

@@ -29,7 +29,9 @@ const (
 // them with a watch from the next revision. A broken watch (a lost connection, a member
 // without leader) resumes where it stopped, so no change is missed; after a compaction
 // took the revisions it needs, it reads the keys again and reports the leader of that
-// moment if it changed. The channel is closed when ctx ends or the Election is closed.
+// moment if it changed. The channel is closed when ctx ends, the Election is closed, or the
+// first read of the candidates meets a permanent error (a denied permission), which is
+// logged at the default level.
 func (e *Election) Observe(ctx context.Context) <-chan string {
 	ch := make(chan string)
 	src, err := source.New(e.client, e.prefix, source.Options{
@@ -58,8 +60,14 @@ func (e *Election) Observe(ctx context.Context) <-chan string {
 		// sends "" once the initial list is in and turned out empty.
 		go func() {
 			defer close(first)
-			if src.WaitForSync(ctx) == nil {
+			switch err := src.WaitForSync(ctx); {
+			case err == nil:
 				o.reportFirst(ctx)
+			case ctx.Err() == nil:
+				// A permanent error (the user may not read the prefix): the caller learns
+				// it from the log and the closed channel, not from a wait without end.
+				e.log.Error(err, "observe: cannot read the candidates; the observer ends")
+				cancel()
 			}
 		}()
 		_ = src.Run(ctx, func(ev source.Event) { o.handle(ctx, ev) }) // it returns ctx's error

@@ -7,6 +7,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/etcdkit/etcdkit/internal/etcderr"
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
 )
 
@@ -25,8 +26,11 @@ type runLoop struct {
 // Run blocks; it returns nil when ctx ends and ErrClosed when the Election is closed.
 // Several Run calls (LeaderTask and HACoordinator make one each) share one campaign: the
 // candidate stays in the election while any of them is active, and when the last one
-// returns it resigns if it leads. Errors on the way (etcd unreachable, a denied
-// permission) are logged and retried with a backoff of up to the TTL.
+// returns it resigns if it leads. Errors on the way are logged and retried: etcd's
+// transient ones (unreachable, no leader) with a backoff of up to the TTL; permanent ones
+// (a denied permission on the prefix, a failed authentication) every TTL, logged at the
+// default level each time and reported by Err until a campaign succeeds, so that a role an
+// operator mends is picked up without a restart.
 func (e *Election) Run(ctx context.Context) error {
 	e.mu.Lock()
 	if e.closed {
@@ -87,9 +91,14 @@ func (e *Election) campaignLoop(ctx context.Context, l *runLoop, prev <-chan str
 		}
 		if err != nil {
 			d := bo.Next()
-			if errors.Is(err, ErrSessionLost) {
+			switch {
+			case errors.Is(err, ErrSessionLost):
 				e.log.Info("candidacy lost, campaigning again", "reason", err.Error())
-			} else {
+			case etcderr.IsPermanent(err):
+				d = time.Duration(e.ttl) * time.Second
+				e.setProblem(err)
+				e.log.Error(err, "campaign refused by etcd, retrying", "after", d)
+			default:
 				e.log.Error(err, "campaign failed, retrying", "after", d)
 			}
 			if !etcdutil.Sleep(ctx, d) {
@@ -97,6 +106,7 @@ func (e *Election) campaignLoop(ctx context.Context, l *runLoop, prev <-chan str
 			}
 			continue
 		}
+		e.setProblem(nil)
 		bo.Reset()
 		select {
 		case <-e.LeaderContext().Done():
@@ -131,4 +141,19 @@ func keepCampaigning(ctx context.Context, e *Election, log logr.Logger) (stop fu
 		cancel()
 		<-done
 	}
+}
+
+// Err returns the permanent error that keeps Run from campaigning (a denied permission on
+// the election's prefix, a failed authentication: errors only an operator can mend), or
+// nil. It turns nil again when a campaign succeeds.
+func (e *Election) Err() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.problem
+}
+
+func (e *Election) setProblem(err error) {
+	e.mu.Lock()
+	e.problem = err
+	e.mu.Unlock()
 }

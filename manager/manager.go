@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -72,6 +74,7 @@ func New(opts Options) (*Manager, error) {
 		m.closeClient()
 		return nil, fmt.Errorf("manager: metrics: %w", err)
 	}
+	m.metrics.Refusals.Watch(m.refusals)
 	if !opts.DisableLeaderElection {
 		m.election, err = election.New(m.client, opts.RootPrefix+"election/", opts.ID, opts.LeaseTTL, m.log.WithName("election"))
 		if err != nil {
@@ -483,16 +486,67 @@ func (m *Manager) healthz(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("ok\n"))
 }
 
-// readyz answers 200 once every controller has its initial lists.
+// readyz answers 200 once every controller has its initial lists, while etcd refuses none
+// of the replica's components with a permanent error (see Refusals).
 func (m *Manager) readyz(w http.ResponseWriter, _ *http.Request) {
 	m.mu.Lock()
 	synced := m.synced
 	m.mu.Unlock()
+	if refused := m.Refusals(); len(refused) > 0 {
+		var b strings.Builder
+		for _, err := range refused {
+			fmt.Fprintf(&b, "%v\n", err)
+		}
+		http.Error(w, b.String(), http.StatusServiceUnavailable)
+		return
+	}
 	if !synced {
 		http.Error(w, "controllers' caches are not synced yet", http.StatusServiceUnavailable)
 		return
 	}
 	_, _ = w.Write([]byte("ok\n"))
+}
+
+// Refusals returns the permanent errors with which etcd refuses this replica's components
+// now (a denied permission on a watched prefix or on the manager's keyspace, a failed
+// authentication), sorted by component: errors that only an operator can mend, by changing
+// the user's roles. The components go on retrying every few seconds, so that a mended role
+// is picked up without a restart. /readyz fails and etcdkit_permanent_error is 1 while any
+// is present; each is also logged at the default level.
+func (m *Manager) Refusals() []error {
+	byComponent := m.refusals()
+	names := make([]string, 0, len(byComponent))
+	for name, err := range byComponent {
+		if err != nil {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	out := make([]error, len(names))
+	for i, name := range names {
+		out[i] = byComponent[name]
+	}
+	return out
+}
+
+// refusals maps every component of the replica to its permanent error, nil while it has none.
+func (m *Manager) refusals() map[string]error {
+	out := map[string]error{}
+	if m.election != nil {
+		out["election"] = m.election.Err()
+	}
+	if m.sharder != nil {
+		out["sharding"] = m.sharder.err()
+	}
+	m.mu.Lock()
+	controllers := append([]*reconcile.Controller(nil), m.controllers...)
+	m.mu.Unlock()
+	for _, c := range controllers {
+		for _, src := range c.Sources() {
+			out["source "+src.Prefix()] = src.Err()
+		}
+	}
+	return out
 }
 
 // ShardStatus reports this replica's view of the sharding, as /debug/shards serves it;

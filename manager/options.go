@@ -13,6 +13,8 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdkit/etcdkit/internal/lease"
 )
 
 // Defaults of Options.
@@ -93,8 +95,8 @@ func (o *Options) setDefaults() error {
 	if o.LeaseTTL == 0 {
 		o.LeaseTTL = DefaultLeaseTTL
 	}
-	if o.LeaseTTL < MinLeaseTTL {
-		return fmt.Errorf("manager: LeaseTTL must be at least %d seconds, got %d", MinLeaseTTL, o.LeaseTTL)
+	if err := lease.CheckTTL("manager: LeaseTTL", o.LeaseTTL, MinLeaseTTL); err != nil {
+		return err
 	}
 	if o.ID == "" {
 		o.ID = defaultID()

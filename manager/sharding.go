@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdkit/etcdkit/election"
+	"github.com/etcdkit/etcdkit/internal/etcderr"
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
 	"github.com/etcdkit/etcdkit/internal/lease"
 	"github.com/etcdkit/etcdkit/internal/shard"
@@ -206,6 +207,7 @@ type sharder struct {
 	changed  chan struct{} // closed and replaced when held changes
 	targets  []sharded
 	shardsOf map[string]func(string) string
+	problem  error // the permanent error the last join met, nil once one succeeds
 }
 
 func newSharder(m *Manager, opts ShardingOptions) (*sharder, error) {
@@ -246,7 +248,7 @@ func (sh *sharder) checkShardCount(ctx context.Context) error {
 		Then(clientv3.OpPut(key, want)).
 		Else(clientv3.OpGet(key)).Commit()
 	if err != nil {
-		return fmt.Errorf("manager: reading the shard count at %s: %w", key, err)
+		return fmt.Errorf("manager: reading or storing the shard count at %s: %w", key, err)
 	}
 	if resp.Succeeded {
 		return nil
@@ -308,8 +310,11 @@ func (sh *sharder) run(ctx context.Context) error {
 		defer close(watching)
 		_ = sh.state.Run(sctx, func(source.Event) { sh.notify() })
 	}()
-	if sh.state.WaitForSync(ctx) != nil {
-		return nil
+	if err := sh.state.WaitForSync(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("manager: sharding: %w", err)
 	}
 	close(sh.synced)
 	bo := etcdutil.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
@@ -319,12 +324,20 @@ func (sh *sharder) run(ctx context.Context) error {
 			return err
 		}
 		if err != nil {
-			if ctx.Err() == nil {
-				sh.log.Error(err, "joining failed, retrying")
+			d := bo.Next()
+			if etcderr.IsPermanent(err) {
+				// Retried slowly, so that a role an operator mends is picked up; reported
+				// by /readyz and etcdkit_permanent_error meanwhile.
+				d = time.Duration(sh.m.opts.LeaseTTL) * time.Second
+				sh.setProblem(err)
 			}
-			etcdutil.Sleep(ctx, bo.Next())
+			if ctx.Err() == nil {
+				sh.log.Error(err, "joining failed, retrying", "after", d)
+			}
+			etcdutil.Sleep(ctx, d)
 			continue
 		}
+		sh.setProblem(nil)
 		bo.Reset()
 		sh.serve(ctx, sess)
 		cause := context.Cause(sess.Context())
@@ -343,6 +356,23 @@ func (sh *sharder) run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+func (sh *sharder) setProblem(err error) {
+	sh.mu.Lock()
+	sh.problem = err
+	sh.mu.Unlock()
+}
+
+// err is the permanent error that keeps this member from sharding: the state's watch
+// refused, or the last join refused.
+func (sh *sharder) err() error {
+	if err := sh.state.Err(); err != nil {
+		return err
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.problem
 }
 
 // join grants a session and registers the member on it. When the member key exists on

@@ -14,6 +14,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdkit/etcdkit/internal/etcderr"
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
 )
 
@@ -100,8 +101,13 @@ type Source struct {
 	rev   int64                       // last seen revision, guarded by mu
 	stats Stats                       // guarded by mu
 
-	synced     chan struct{} // closed once the initial list is in the cache
-	moved      chan struct{} // closed and replaced whenever rev moves; guarded by mu
+	synced chan struct{} // closed once the initial list is in the cache
+	moved  chan struct{} // closed and replaced whenever rev moves; guarded by mu
+	// failure is the permanent error that keeps the source from listing or watching (see
+	// Err), nil once a list or watch succeeds again; failed is closed and replaced whenever
+	// it is set. Both guarded by mu.
+	failure    error
+	failed     chan struct{}
 	syncedOnce sync.Once
 	running    sync.Mutex // held by Run: a source runs once at a time
 }
@@ -145,6 +151,7 @@ func New(client *clientv3.Client, prefix string, opts Options) (*Source, error) 
 		cache:  map[string]*mvccpb.KeyValue{},
 		synced: make(chan struct{}),
 		moved:  make(chan struct{}),
+		failed: make(chan struct{}),
 	}, nil
 }
 
@@ -155,7 +162,10 @@ func (s *Source) Prefix() string { return s.prefix }
 // passes the predicates. Run again after a stop, it resumes from the last seen revision
 // (relisting if that history was compacted meanwhile). It returns ctx's error, or an error
 // if the source was already running or its StartRevision lies in the future. Transient
-// etcd failures are retried with backoff, never returned.
+// etcd failures are retried with backoff, never returned. A permanent one (a denied
+// permission, a failed authentication: see Err) is logged at the default level, returned
+// by WaitForSync and Err, and retried every MaxBackoff, so that a role fixed by an operator
+// is picked up without a restart.
 func (s *Source) Run(ctx context.Context, h Handler) error {
 	if !s.running.TryLock() {
 		return errors.New("source: already running")
@@ -178,14 +188,21 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 				return fmt.Errorf("source %s: StartRevision %d is beyond etcd's current revision: %w", s.prefix, s.opts.StartRevision, err)
 			}
 			if err != nil {
-				if ctx.Err() == nil {
-					s.log.Error(err, "listing failed, retrying")
+				if ctx.Err() != nil {
+					break
 				}
-				if !etcdutil.Sleep(ctx, bo.Next()) {
+				err = fmt.Errorf("source %s: listing: %w", s.prefix, err)
+				d := bo.Next()
+				if s.fail(err) {
+					d = s.opts.MaxBackoff
+				}
+				s.log.Error(err, "listing failed, retrying", "after", d)
+				if !etcdutil.Sleep(ctx, d) {
 					break
 				}
 				continue
 			}
+			s.clearFailure()
 			next = rev + 1
 		}
 		progressed, err := s.watch(ctx, next, h)
@@ -208,7 +225,12 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 		next = s.rev + 1
 		s.mu.Unlock()
 		d := bo.Next()
-		s.log.V(1).Info("watch broke, resuming", "from", next, "error", fmt.Sprint(err), "backoff", d)
+		if err != nil && s.fail(fmt.Errorf("source %s: watching from revision %d: %w", s.prefix, next, err)) {
+			d = s.opts.MaxBackoff
+			s.log.Error(err, "watch refused, retrying", "from", next, "after", d)
+		} else {
+			s.log.V(1).Info("watch broke, resuming", "from", next, "error", fmt.Sprint(err), "backoff", d)
+		}
 		if !etcdutil.Sleep(ctx, d) {
 			break
 		}
@@ -298,6 +320,7 @@ func (s *Source) watch(ctx context.Context, from int64, h Handler) (progressed b
 		}
 		progressed = true
 		if wr.Created {
+			s.clearFailure()
 			// Synced once the watch exists on etcd, not only once the list is cached: a
 			// caller that writes right after WaitForSync has its change sent by a watch that
 			// etcd counts as current, rather than one it catches up only every 100 ms.
@@ -404,14 +427,57 @@ func (s *Source) deliver(h Handler, e Event) {
 }
 
 // WaitForSync blocks until the initial list is in the cache and the watch that follows it
-// is established on etcd, or ctx ends.
+// is established on etcd, ctx ends, or the source meets a permanent error before it has
+// synced (see Err), which it returns at once, naming the prefix and what was refused.
 func (s *Source) WaitForSync(ctx context.Context) error {
-	select {
-	case <-s.synced:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("source %s: waiting for the initial list: %w", s.prefix, ctx.Err())
+	for {
+		s.mu.RLock()
+		failure, failed := s.failure, s.failed
+		s.mu.RUnlock()
+		if s.HasSynced() {
+			return nil
+		}
+		if failure != nil {
+			return failure
+		}
+		select {
+		case <-s.synced:
+			return nil
+		case <-failed:
+		case <-ctx.Done():
+			return fmt.Errorf("source %s: waiting for the initial list: %w", s.prefix, ctx.Err())
+		}
 	}
+}
+
+// Err returns the permanent error that keeps the source from listing or watching its
+// prefix now (a denied permission, a failed authentication, a refused certificate: errors
+// that only an operator can mend), or nil. It turns nil again once a list or watch succeeds.
+// The source goes on retrying, so that a mended role is picked up without a restart.
+func (s *Source) Err() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.failure
+}
+
+// fail records err when it is permanent, and reports whether it was.
+func (s *Source) fail(err error) bool {
+	if !etcderr.IsPermanent(err) {
+		return false
+	}
+	s.mu.Lock()
+	s.failure = err
+	close(s.failed)
+	s.failed = make(chan struct{})
+	s.mu.Unlock()
+	return true
+}
+
+// clearFailure forgets the permanent error once etcd accepted a list or a watch.
+func (s *Source) clearFailure() {
+	s.mu.Lock()
+	s.failure = nil
+	s.mu.Unlock()
 }
 
 // HasSynced reports whether the initial list is in the cache and its watch established.

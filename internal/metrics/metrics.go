@@ -31,6 +31,7 @@ type Registry struct {
 	ShardHandoffs prometheus.Counter
 	FencedWrites  *prometheus.CounterVec
 	Relists       *prometheus.CounterVec
+	Refusals      *Refusals
 }
 
 // New creates the series and registers them with reg (a fresh prometheus.NewRegistry() when
@@ -114,11 +115,13 @@ func New(reg prometheus.Registerer) (*Registry, error) {
 			Name: "etcdkit_source_relists_total",
 			Help: "Relists of a source after its watch history was compacted",
 		}, []string{"prefix"}),
+		Refusals: newRefusals(),
 	}
 	for _, c := range []prometheus.Collector{
 		r.ReconcileTotal, r.ReconcileErrors, r.TerminalReconcileErrors, r.ReconcilePanics, r.ReconcileTime,
 		r.MaxConcurrentReconciles, r.ActiveWorkers, r.QueueDepth, r.QueueAdds, r.QueueLatency, r.QueueWorkTime,
 		r.QueueRetries, r.Leader, r.ShardsOwned, r.ShardHandoffs, r.FencedWrites, r.Relists,
+		r.Refusals,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

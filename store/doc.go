@@ -16,4 +16,13 @@
 // leader key). Every write adds that comparison to its transaction, so a process that was
 // paused or partitioned past its lease can never have a write accepted: it gets ErrFenced.
 // Code outside a reconcile may pass a context without a fence; its writes are unfenced.
+//
+// # When etcd does not answer
+//
+// Reads, and writes whose answer etcd lost to a leader change, a timeout or an unavailable
+// member, are retried within the caller's context. A write is sent again only once a read
+// shows that it was not applied (its precondition still holds, so it cannot be applied
+// twice); a write that was applied is reported as done, never as the caller's own
+// ErrConflict. When the key has moved in between, so that no one can tell whether the
+// write was applied, the error is ErrOutcomeUnknown: read the key again before deciding.
 package store

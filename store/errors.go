@@ -18,6 +18,10 @@ var (
 	ErrFenced = errors.New("store: fenced")
 	// ErrDecode: a stored value does not decode.
 	ErrDecode = errors.New("store: value does not decode")
+	// ErrOutcomeUnknown: etcd failed to answer a write (a leader change, a timeout) and
+	// the key has moved since, so whether the write was applied cannot be told. Read the
+	// key again before deciding what to do.
+	ErrOutcomeUnknown = errors.New("store: outcome of the write unknown")
 )
 
 // ConflictError is returned when a write's precondition failed. Current is the object as

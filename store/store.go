@@ -12,6 +12,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdkit/etcdkit/internal/etcdutil"
 	"github.com/etcdkit/etcdkit/source"
 )
 
@@ -110,9 +111,9 @@ func (s *Store[T]) Get(ctx context.Context, key string) (*Object[T], error) {
 	if err := s.checkKey(key); err != nil {
 		return nil, err
 	}
-	resp, err := s.client.Get(ctx, key)
+	resp, err := s.read(ctx, key)
 	if err != nil {
-		return nil, fmt.Errorf("store: reading %s: %w", key, err)
+		return nil, err
 	}
 	if len(resp.Kvs) == 0 {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
@@ -120,13 +121,25 @@ func (s *Store[T]) Get(ctx context.Context, key string) (*Object[T], error) {
 	return s.decode(resp.Kvs[0])
 }
 
+// read gets key (with opts), retrying etcd's transient errors within ctx.
+func (s *Store[T]) read(ctx context.Context, key string, opts ...clientv3.OpOption) (resp *clientv3.GetResponse, err error) {
+	err = etcdutil.RetryTransient(ctx, func() error {
+		resp, err = s.client.Get(ctx, key, opts...)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: reading %s: %w", key, err)
+	}
+	return resp, nil
+}
+
 // List reads every object under the prefix from etcd, at one revision. Objects that do not
 // decode are left out and reported together in the error (each a *DecodeError); the others
 // are returned.
 func (s *Store[T]) List(ctx context.Context) ([]*Object[T], error) {
-	resp, err := s.client.Get(ctx, s.prefix, clientv3.WithPrefix())
+	resp, err := s.read(ctx, s.prefix, clientv3.WithPrefix())
 	if err != nil {
-		return nil, fmt.Errorf("store: listing %s: %w", s.prefix, err)
+		return nil, err
 	}
 	return s.decodeAll(resp.Kvs)
 }
@@ -201,7 +214,7 @@ func (s *Store[T]) Delete(ctx context.Context, key string, modRevision int64) er
 	if modRevision > 0 {
 		conds = append(conds, clientv3.Compare(clientv3.ModRevision(key), "=", modRevision))
 	}
-	_, err := s.commit(ctx, key, conds, []clientv3.Op{clientv3.OpDelete(key)}, modRevision)
+	_, _, err := s.commit(ctx, key, conds, []clientv3.Op{clientv3.OpDelete(key)}, modRevision, written{deleted: true, expected: modRevision})
 	return err
 }
 
@@ -217,9 +230,9 @@ func (s *Store[T]) Mutate(ctx context.Context, key string, fn func(*T) error) (*
 	backoff := DefaultMutateMinBackoff
 	var last error
 	for attempt := 0; attempt < s.opts.MutateAttempts; attempt++ {
-		resp, err := s.client.Get(ctx, key)
+		resp, err := s.read(ctx, key)
 		if err != nil {
-			return nil, fmt.Errorf("store: reading %s: %w", key, err)
+			return nil, err
 		}
 		if len(resp.Kvs) == 0 {
 			return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
@@ -275,9 +288,13 @@ func (s *Store[T]) put(ctx context.Context, key string, data []byte, value *T, c
 	// The previous state, returned by the put itself, gives the new metadata without a
 	// second operation: same create revision, one more version, the write's revision, no
 	// lease (a put without one detaches the key from any).
-	resp, err := s.commit(ctx, key, []clientv3.Cmp{cond}, []clientv3.Op{clientv3.OpPut(key, string(data), clientv3.WithPrevKV())}, expected)
+	resp, applied, err := s.commit(ctx, key, []clientv3.Cmp{cond}, []clientv3.Op{clientv3.OpPut(key, string(data), clientv3.WithPrevKV())}, expected,
+		written{data: data, expected: expected})
 	if err != nil {
 		return nil, err
+	}
+	if applied != nil {
+		return &Object[T]{Meta: metaOf(applied), Value: *value}, nil
 	}
 	rev := resp.Header.Revision
 	meta := Meta{Key: key, CreateRevision: rev, ModRevision: rev, Version: 1}
@@ -293,34 +310,40 @@ func (s *Store[T]) put(ctx context.Context, key string, data []byte, value *T, c
 // object (ErrConflict). A conflict reads the current state afterwards: an Else branch in
 // every write would cost each write about a tenth of its throughput to speed up the rare
 // conflict.
-func (s *Store[T]) commit(ctx context.Context, key string, conds []clientv3.Cmp, ops []clientv3.Op, expected int64) (*clientv3.TxnResponse, error) {
+//
+// etcd's transient errors are retried within ctx, but only once it is known that the
+// write was not applied (see retry.go): a write is never applied twice, and the caller's
+// own write never comes back as ErrConflict. When it was applied, applied holds the key as
+// the write left it and resp is nil.
+func (s *Store[T]) commit(ctx context.Context, key string, conds []clientv3.Cmp, ops []clientv3.Op, expected int64, w written) (resp *clientv3.TxnResponse, applied *mvccpb.KeyValue, err error) {
 	var inner *clientv3.TxnResponse
 	if fence, fenced := FenceFrom(ctx); !fenced {
-		resp, err := s.client.Txn(ctx).If(conds...).Then(ops...).Commit()
-		if err != nil {
-			return nil, fmt.Errorf("store: writing %s: %w", key, err)
+		resp, applied, err := s.retry(ctx, key, w, func() (*clientv3.TxnResponse, error) {
+			return s.client.Txn(ctx).If(conds...).Then(ops...).Commit()
+		})
+		if err != nil || applied != nil {
+			return nil, applied, err
 		}
 		inner = resp
 	} else {
-		resp, err := s.client.Txn(ctx).
-			If(fence.Cmps...).
-			Then(clientv3.OpTxn(conds, ops, nil)).
-			Commit()
-		if err != nil {
-			return nil, fmt.Errorf("store: writing %s: %w", key, err)
+		resp, applied, err := s.retry(ctx, key, w, func() (*clientv3.TxnResponse, error) {
+			return s.client.Txn(ctx).If(fence.Cmps...).Then(clientv3.OpTxn(conds, ops, nil)).Commit()
+		})
+		if err != nil || applied != nil {
+			return nil, applied, err
 		}
 		if !resp.Succeeded {
 			if s.opts.OnFenced != nil {
 				s.opts.OnFenced()
 			}
 			s.opts.Logger.Info("write fenced", "key", key, "fence", fence.Holder)
-			return nil, &FencedError{Key: key, Holder: fence.Holder}
+			return nil, nil, &FencedError{Key: key, Holder: fence.Holder}
 		}
 		txn := resp.Responses[0].GetResponseTxn()
 		inner = &clientv3.TxnResponse{Header: resp.Header, Succeeded: txn.Succeeded, Responses: txn.Responses}
 	}
 	if inner.Succeeded {
-		return inner, nil
+		return inner, nil, nil
 	}
 	ce := &ConflictError[T]{Key: key, Expected: expected}
 	if now, err := s.client.Get(ctx, key); err == nil && len(now.Kvs) == 1 {
@@ -330,7 +353,7 @@ func (s *Store[T]) commit(ctx context.Context, key string, conds []clientv3.Cmp,
 		}
 		ce.Current = cur
 	}
-	return nil, ce
+	return nil, nil, ce
 }
 
 func metaOf(kv *mvccpb.KeyValue) Meta {

@@ -178,6 +178,14 @@ func (m *Manager) Start(ctx context.Context) error {
 	controllers := append([]*reconcile.Controller(nil), m.controllers...)
 	m.mu.Unlock()
 	defer m.closeClient()
+	if m.election != nil && m.sharder == nil {
+		if err := m.checkUniqueID(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
 
 	// failed carries the first error of any group; it stops the manager.
 	failed := make(chan error, 1)

@@ -75,7 +75,7 @@ func (o *ShardingOptions) setDefaults() error {
 }
 
 // ErrDuplicateID is returned by Start when another running replica of the manager has
-// registered the same ID.
+// registered the same ID (sharded) or campaigns under it (leader-only).
 var ErrDuplicateID = errors.New("manager: replica ID in use")
 
 // Member states, the State of a MemberInfo.

@@ -87,7 +87,7 @@ func (e *Election) watchOwnKey(c *candidacy, from int64) {
 	bo := &etcdutil.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
 	for c.ctx.Err() == nil {
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(c.ctx))
-		for wr := range e.client.Watch(wctx, c.key, clientv3.WithRev(from)) {
+		for wr := range etcdutil.Watch(wctx, e.client, c.key, clientv3.WithRev(from)) {
 			if wr.Err() != nil {
 				break
 			}
@@ -184,7 +184,7 @@ func (e *Election) waitTurn(ctx context.Context, c *candidacy) error {
 func (e *Election) waitDelete(ctx context.Context, key string, from int64) (deleted bool, err error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	for wr := range e.client.Watch(wctx, key, clientv3.WithRev(from), clientv3.WithFilterPut()) {
+	for wr := range etcdutil.Watch(wctx, e.client, key, clientv3.WithRev(from), clientv3.WithFilterPut()) {
 		if err := wr.Err(); err != nil {
 			return false, err
 		}

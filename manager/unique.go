@@ -7,6 +7,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdkit/etcdkit/internal/etcdutil"
 )
 
 // checkUniqueID returns ErrDuplicateID, wrapped, when a running replica campaigns in this
@@ -46,7 +48,7 @@ func (m *Manager) checkUniqueID(ctx context.Context) error {
 				ErrDuplicateID, m.opts.ID, other.Key, other.Lease)
 		}
 		wctx, cancel := context.WithDeadline(ctx, giveUp)
-		for range m.client.Watch(wctx, string(other.Key), clientv3.WithRev(resp.Header.Revision+1), clientv3.WithFilterPut()) {
+		for range etcdutil.Watch(wctx, m.client, string(other.Key), clientv3.WithRev(resp.Header.Revision+1), clientv3.WithFilterPut()) {
 			break // deleted, or the watch broke: look again
 		}
 		cancel()

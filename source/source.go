@@ -309,7 +309,7 @@ func (s *Source) readAll(ctx context.Context, rev int64) ([]*mvccpb.KeyValue, in
 func (s *Source) watch(ctx context.Context, from int64, h Handler) (progressed bool, err error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wc := s.client.Watch(wctx, s.prefix, clientv3.WithPrefix(), clientv3.WithRev(from),
+	wc := etcdutil.Watch(wctx, s.client, s.prefix, clientv3.WithPrefix(), clientv3.WithRev(from),
 		clientv3.WithPrevKV(), clientv3.WithProgressNotify(), clientv3.WithCreatedNotify())
 	for wr := range wc {
 		if wr.CompactRevision != 0 {

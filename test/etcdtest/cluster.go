@@ -206,9 +206,11 @@ func (c *Cluster) initialCluster() string {
 	return strings.Join(parts, ",")
 }
 
-// waitServing waits until a member answers a status request and knows a leader.
+// waitServing waits until a member answers a status request and knows a leader. It asks
+// with the cluster's credentials: a restarted member of an auth cluster refuses a status
+// request without them (before auth is first enabled the client simply gets no token).
 func (c *Cluster) waitServing(ctx context.Context, m *member) error {
-	cli, err := c.newClient([]string{m.clientURL}, false)
+	cli, err := c.newClient([]string{m.clientURL}, true)
 	if err != nil {
 		return err
 	}

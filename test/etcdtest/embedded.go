@@ -40,6 +40,17 @@ func (inProcess) start(ctx context.Context, c *Cluster, m *member) error {
 		cfg.ClientTLSInfo.TrustedCAFile = c.certs.client.CA
 		cfg.ClientTLSInfo.ClientCertAuth = true
 	}
+	cfg.BcryptCost = bcryptCost
+	if ttl := c.opts.simpleTokenTTLSeconds(); ttl > 0 {
+		cfg.AuthTokenTTL = ttl
+	}
+	token, err := c.authTokenFlag()
+	if err != nil {
+		return err
+	}
+	if token != "" {
+		cfg.AuthToken = token
+	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return err

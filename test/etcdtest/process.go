@@ -44,6 +44,7 @@ func (processes) start(ctx context.Context, c *Cluster, m *member) error {
 		"--logger", "zap",
 		"--log-level", c.opts.logLevel,
 		"--log-outputs", "stderr",
+		"--bcrypt-cost", strconv.Itoa(bcryptCost),
 	}
 	if c.certs != nil {
 		args = append(args,
@@ -51,6 +52,16 @@ func (processes) start(ctx context.Context, c *Cluster, m *member) error {
 			"--key-file", c.certs.serverKey,
 			"--trusted-ca-file", c.certs.client.CA,
 			"--client-cert-auth")
+	}
+	if ttl := c.opts.simpleTokenTTLSeconds(); ttl > 0 {
+		args = append(args, "--auth-token-ttl", strconv.FormatUint(uint64(ttl), 10))
+	}
+	token, err := c.authTokenFlag()
+	if err != nil {
+		return err
+	}
+	if token != "" {
+		args = append(args, "--auth-token", token)
 	}
 	log, err := os.OpenFile(m.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {

@@ -102,6 +102,34 @@ var _ = Describe("a manager on a secured etcd", func() {
 		Eventually(func() int { code, _ := get(ready); return code }).Should(Equal(200))
 	})
 
+	DescribeTable("reports a sharded write the role refuses, naming the keys, until it is mended",
+		func(ctx SpecContext, refused string) {
+			grants := []etcdtest.Perm{etcdtest.Read("/etcdkit/jobs/"), etcdtest.Perm{Key: "/etcdkit/jobs/shards", Write: true}}
+			for _, p := range []string{"election/", "members/", "assignments/", "owners/"} {
+				if p != refused {
+					grants = append(grants, etcdtest.ReadWrite("/etcdkit/jobs/"+p))
+				}
+			}
+			Expect(c.AddUser(ctx, "ctl", "pw", grants...)).To(Succeed())
+			mgr := userManager("ctl", func(o *manager.Options) { o.Sharding = &manager.ShardingOptions{Shards: 4} })
+			r := startReplica(mgr)
+			defer r.shutdown()
+			Eventually(mgr.HealthProbeAddr).ShouldNot(BeEmpty())
+			ready := "http://" + mgr.HealthProbeAddr() + "/readyz"
+			Eventually(func() string { _, body := get(ready); return body }).Should(And(
+				ContainSubstring("permission denied"), ContainSubstring("/etcdkit/jobs/"+refused)))
+
+			Expect(c.Grant(ctx, "ctl", etcdtest.ReadWrite("/etcdkit/jobs/"+refused))).To(Succeed())
+			Eventually(func() int {
+				st, _ := mgr.ShardStatus(ctx)
+				return len(st.Owned)
+			}, 30*time.Second).Should(Equal(4))
+			Eventually(func() int { code, _ := get(ready); return code }).Should(Equal(200))
+		},
+		Entry("claims of owners/", "owners/"),
+		Entry("the leader's assignments/", "assignments/"),
+	)
+
 	It("refuses a LeaseTTL longer than etcd grants", func() {
 		_, err := manager.New(manager.Options{Client: c.Client(), Name: "jobs", LeaseTTL: 9_000_000_001})
 		Expect(err).To(MatchError(ContainSubstring("LeaseTTL must be at most 9000000000 seconds")))

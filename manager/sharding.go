@@ -207,7 +207,10 @@ type sharder struct {
 	changed  chan struct{} // closed and replaced when held changes
 	targets  []sharded
 	shardsOf map[string]func(string) string
-	problem  error // the permanent error the last join met, nil once one succeeds
+	// problems are the permanent errors the member's writes last met, by what they write
+	// ("joining", "claiming", "releasing", "assigning"): an entry goes once that write
+	// succeeds again.
+	problems map[string]error
 }
 
 func newSharder(m *Manager, opts ShardingOptions) (*sharder, error) {
@@ -325,19 +328,17 @@ func (sh *sharder) run(ctx context.Context) error {
 		}
 		if err != nil {
 			d := bo.Next()
-			if etcderr.IsPermanent(err) {
-				// Retried slowly, so that a role an operator mends is picked up; reported
-				// by /readyz and etcdkit_permanent_error meanwhile.
-				d = time.Duration(sh.m.opts.LeaseTTL) * time.Second
-				sh.setProblem(err)
-			}
-			if ctx.Err() == nil {
+			// A refusal is retried slowly, so that a role an operator mends is picked up;
+			// /readyz and etcdkit_permanent_error report it meanwhile.
+			if ctx.Err() == nil && sh.report("joining", err) {
+				d = sh.slowRetry()
+			} else if ctx.Err() == nil {
 				sh.log.Error(err, "joining failed, retrying", "after", d)
 			}
 			etcdutil.Sleep(ctx, d)
 			continue
 		}
-		sh.setProblem(nil)
+		sh.report("joining", nil)
 		bo.Reset()
 		sh.serve(ctx, sess)
 		cause := context.Cause(sess.Context())
@@ -358,21 +359,47 @@ func (sh *sharder) run(ctx context.Context) error {
 	return nil
 }
 
-func (sh *sharder) setProblem(err error) {
+// report records the outcome of one kind of write: a permanent error is kept until the
+// same kind succeeds (err nil) and logged at the default level; it reports whether err was
+// permanent, for the caller to retry slowly.
+func (sh *sharder) report(what string, err error) bool {
+	permanent := err != nil && etcderr.IsPermanent(err)
 	sh.mu.Lock()
-	sh.problem = err
+	if permanent {
+		if sh.problems == nil {
+			sh.problems = map[string]error{}
+		}
+		sh.problems[what] = err
+	} else if err == nil {
+		delete(sh.problems, what)
+	}
 	sh.mu.Unlock()
+	if permanent {
+		sh.log.Error(err, what+" refused by etcd, retrying", "after", sh.slowRetry())
+	}
+	return permanent
+}
+
+// slowRetry is the pause before a write that etcd refused for good is tried again: long
+// enough not to flood the log, short enough to pick up a mended role soon.
+func (sh *sharder) slowRetry() time.Duration {
+	return time.Duration(sh.m.opts.LeaseTTL) * time.Second
 }
 
 // err is the permanent error that keeps this member from sharding: the state's watch
-// refused, or the last join refused.
+// refused, or a write refused (the first by kind).
 func (sh *sharder) err() error {
 	if err := sh.state.Err(); err != nil {
 		return err
 	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	return sh.problem
+	for _, what := range []string{"joining", "claiming", "releasing", "assigning"} {
+		if err := sh.problems[what]; err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // join grants a session and registers the member on it. When the member key exists on
@@ -543,18 +570,27 @@ func (sh *sharder) step(ctx context.Context, sess *lease.Session) time.Time {
 	if len(toClaim) > 0 && sess.Valid() {
 		got, err := sh.claim(ctx, sess, toClaim)
 		claimed = append(claimed, got...)
-		if err != nil {
-			if ctx.Err() == nil {
-				sh.log.V(1).Info("claim failed, retrying", "shards", toClaim, "error", err.Error())
-			}
+		switch {
+		case err == nil:
+			sh.report("claiming", nil)
+		case ctx.Err() != nil:
+		case sh.report("claiming", err):
+			later(time.Now().Add(sh.slowRetry()))
+		default:
+			sh.log.V(1).Info("claim failed, retrying", "shards", toClaim, "error", err.Error())
 			later(time.Now().Add(retryDelay))
 		}
 	}
 	if len(toRelease) > 0 {
-		if err := sh.release(ctx, toRelease); err != nil {
-			if ctx.Err() == nil {
-				sh.log.V(1).Info("release failed, retrying", "error", err.Error())
-			}
+		err := sh.release(ctx, toRelease)
+		switch {
+		case err == nil:
+			sh.report("releasing", nil)
+		case ctx.Err() != nil:
+		case sh.report("releasing", err):
+			later(time.Now().Add(sh.slowRetry()))
+		default:
+			sh.log.V(1).Info("release failed, retrying", "error", err.Error())
 			later(time.Now().Add(retryDelay))
 		}
 	}
@@ -583,7 +619,7 @@ func (sh *sharder) claim(ctx context.Context, sess *lease.Session, shards []int)
 		}
 		resp, err := sh.client.Txn(ctx).Then(ops...).Commit()
 		if err != nil {
-			return got, err
+			return got, fmt.Errorf("manager: claiming %d shards under %s: %w", n, sh.root+"owners/", err)
 		}
 		for i, s := range shards[:n] {
 			if resp.Responses[i].GetResponseTxn().GetSucceeded() {
@@ -659,7 +695,7 @@ func (sh *sharder) release(ctx context.Context, rs []release) error {
 		}
 		resp, err := sh.client.Txn(ctx).Then(ops...).Commit()
 		if err != nil {
-			return err
+			return fmt.Errorf("manager: releasing %d shards under %s: %w", n, sh.root+"owners/", err)
 		}
 		for i, r := range rs[:n] {
 			if resp.Responses[i].GetResponseTxn().GetSucceeded() {
@@ -768,6 +804,8 @@ func (sh *sharder) assign(ctx context.Context) error {
 			switch {
 			case err != nil && ctx.Err() != nil:
 				return nil
+			case sh.report("assigning", err):
+				timer.Reset(sh.slowRetry())
 			case err != nil:
 				sh.log.Error(err, "writing the assignment, retrying")
 				timer.Reset(bo.Next())
@@ -839,7 +877,7 @@ func (sh *sharder) writeAssignment(ctx context.Context, fence store.Fence) (int6
 		n := min(len(ops), maxTxnOps)
 		resp, err := sh.client.Txn(ctx).If(fence.Cmps...).Then(ops[:n]...).Commit()
 		if err != nil {
-			return rev, fmt.Errorf("manager: writing %d assignments: %w", n, err)
+			return rev, fmt.Errorf("manager: writing %d assignments under %s: %w", n, sh.root+"assignments/", err)
 		}
 		if !resp.Succeeded {
 			return rev, fmt.Errorf("manager: writing assignments: %w (%s)", store.ErrFenced, fence.Holder)

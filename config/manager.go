@@ -134,7 +134,7 @@ func (m *Manager) Set(ctx context.Context, key string, value any) error {
 	}
 	resp, err := m.client.Put(ctx, m.prefix+key, string(raw))
 	if err != nil {
-		return fmt.Errorf("config: setting %q: %w", key, err)
+		return fmt.Errorf("config: setting %q (%s): %w", key, m.prefix+key, err)
 	}
 	m.wrote(resp.Header.Revision)
 	return nil
@@ -150,7 +150,7 @@ func (m *Manager) Delete(ctx context.Context, key string) error {
 	}
 	resp, err := m.client.Delete(ctx, m.prefix+key)
 	if err != nil {
-		return fmt.Errorf("config: deleting %q: %w", key, err)
+		return fmt.Errorf("config: deleting %q (%s): %w", key, m.prefix+key, err)
 	}
 	// A delete of nothing makes no revision that the cache would see.
 	if resp.Deleted > 0 {

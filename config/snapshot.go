@@ -161,7 +161,7 @@ func (s *Snapshots) CreateSnapshot(ctx context.Context, id string) (SnapshotInfo
 		return SnapshotInfo{}, fmt.Errorf("config: snapshot %q of %d keys (%d bytes) is larger than etcd accepts in one request: %w", id, len(kvs), len(blob), err)
 	}
 	if err != nil {
-		return SnapshotInfo{}, fmt.Errorf("config: snapshot %q: storing: %w", id, err)
+		return SnapshotInfo{}, fmt.Errorf("config: snapshot %q: storing %s: %w", id, key, err)
 	}
 	if !resp.Succeeded {
 		return SnapshotInfo{}, fmt.Errorf("config: snapshot %q: %w", id, ErrSnapshotExists)
@@ -173,7 +173,7 @@ func (s *Snapshots) CreateSnapshot(ctx context.Context, id string) (SnapshotInfo
 func (s *Snapshots) load(ctx context.Context, id string) (*stored, error) {
 	resp, err := s.mgr.client.Get(ctx, s.prefix+id)
 	if err != nil {
-		return nil, fmt.Errorf("config: snapshot %q: reading: %w", id, err)
+		return nil, fmt.Errorf("config: snapshot %q: reading %s: %w", id, s.prefix+id, err)
 	}
 	if len(resp.Kvs) == 0 {
 		return nil, fmt.Errorf("config: snapshot %q: %w", id, ErrSnapshotNotFound)
@@ -198,7 +198,7 @@ func (s *Snapshots) RestoreSnapshot(ctx context.Context, id string) error {
 	}
 	kvs, rev, err := etcdutil.ListPrefix(ctx, s.mgr.client, s.mgr.prefix, 0, 0)
 	if err != nil {
-		return fmt.Errorf("config: restoring snapshot %q: reading the configuration: %w", id, err)
+		return fmt.Errorf("config: restoring snapshot %q: reading the configuration under %s: %w", id, s.mgr.prefix, err)
 	}
 	// Only keys whose bytes differ from the snapshot are written: the guard below makes the
 	// restore atomic all the same, and an almost-equal configuration fits one transaction.
@@ -238,7 +238,7 @@ func (s *Snapshots) RestoreSnapshot(ctx context.Context, id string) error {
 	case errors.Is(err, rpctypes.ErrRequestTooLarge):
 		return fmt.Errorf("config: restoring snapshot %q: the transaction is larger than etcd accepts in one request: %w; nothing was restored", id, err)
 	case err != nil:
-		return fmt.Errorf("config: restoring snapshot %q: %w", id, err)
+		return fmt.Errorf("config: restoring snapshot %q: writing under %s: %w", id, s.mgr.prefix, err)
 	case !resp.Succeeded:
 		return fmt.Errorf("config: restoring snapshot %q: %w (a key under %s was written after revision %d); nothing was restored",
 			id, ErrConcurrentChange, s.mgr.prefix, rev)
@@ -278,7 +278,7 @@ func (s *Snapshots) DeleteSnapshot(ctx context.Context, id string) error {
 	}
 	resp, err := s.mgr.client.Delete(ctx, s.prefix+id)
 	if err != nil {
-		return fmt.Errorf("config: deleting snapshot %q: %w", id, err)
+		return fmt.Errorf("config: deleting snapshot %q (%s): %w", id, s.prefix+id, err)
 	}
 	if resp.Deleted == 0 {
 		return fmt.Errorf("config: snapshot %q: %w", id, ErrSnapshotNotFound)

@@ -8,6 +8,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdkit/etcdkit/internal/etcderr"
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
 )
 
@@ -117,8 +118,14 @@ func (r *Registry) checkHealth(ctx context.Context, reg *registration) {
 			Commit()
 	}
 	if err != nil {
-		log.Info("changing the instance's health in etcd failed; retrying at the next check",
-			"healthy", healthy, "error", err.Error())
+		msg := "changing the instance's health in etcd failed; retrying at the next check"
+		if etcderr.IsPermanent(err) {
+			// A role without read on the key (the removal is a guarded transaction)
+			// leaves an unhealthy instance discoverable: an operator must hear of it.
+			log.Error(err, msg, "key", reg.key, "healthy", healthy)
+		} else {
+			log.Info(msg, "key", reg.key, "healthy", healthy, "error", err.Error())
+		}
 		return
 	}
 	reg.mu.Lock()

@@ -366,7 +366,7 @@ func (e *Election) Guard() clientv3.Cmp {
 func (e *Election) GetLeader(ctx context.Context) (string, error) {
 	resp, err := e.client.Get(ctx, e.prefix, clientv3.WithFirstCreate()...)
 	if err != nil {
-		return "", fmt.Errorf("election: reading the leader: %w", err)
+		return "", fmt.Errorf("election: reading the leader under %s: %w", e.prefix, err)
 	}
 	if len(resp.Kvs) == 0 {
 		return "", ErrNoLeader

@@ -40,7 +40,8 @@ type Object[T any] struct {
 
 // Options configure a Store. The zero value is valid.
 type Options[T any] struct {
-	// Codec encodes and decodes values. Default JSON.
+	// Codec encodes and decodes values. Default DefaultCodec[T](): String for a string,
+	// Bytes for a []byte, JSON for anything else.
 	Codec Codec[T]
 	// Cache, when set, is a source over the store's prefix (or a wider one) that Cached
 	// and CachedList read instead of etcd.
@@ -73,7 +74,7 @@ func New[T any](client *clientv3.Client, prefix string, opts Options[T]) (*Store
 		return nil, fmt.Errorf("store: MutateAttempts must not be negative, got %d", opts.MutateAttempts)
 	}
 	if opts.Codec == nil {
-		opts.Codec = JSON[T]{}
+		opts.Codec = DefaultCodec[T]()
 	}
 	if opts.MutateAttempts == 0 {
 		opts.MutateAttempts = DefaultMutateAttempts

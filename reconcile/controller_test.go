@@ -206,6 +206,7 @@ var _ = Describe("a controller", func() {
 		Consistently(func() int { return rec.count("/e/terminal") }, 300*time.Millisecond).Should(Equal(1))
 		Expect(reconcile.IsTerminal(reconcile.TerminalError(errors.New("x")))).To(BeTrue())
 		Expect(errors.Is(fmt.Errorf("wrapped: %w", reconcile.TerminalError(errors.New("x"))), reconcile.TerminalError(nil))).To(BeTrue())
+		Expect(reconcile.TerminalError(nil).Error()).To(Equal("terminal error"))
 	})
 
 	It("recovers a panic as an error and counts it", func(ctx SpecContext) {

@@ -43,7 +43,12 @@ func (f Func) Reconcile(ctx context.Context, req Request) (Result, error) { retu
 // terminalError marks an error that retrying cannot fix.
 type terminalError struct{ err error }
 
-func (t *terminalError) Error() string { return "terminal error: " + t.err.Error() }
+func (t *terminalError) Error() string {
+	if t.err == nil {
+		return "terminal error"
+	}
+	return "terminal error: " + t.err.Error()
+}
 func (t *terminalError) Unwrap() error { return t.err }
 
 // Is makes every terminal error match errors.Is(err, TerminalError(nil)).

@@ -75,6 +75,7 @@ func New(opts Options) (*Manager, error) {
 		return nil, fmt.Errorf("manager: metrics: %w", err)
 	}
 	m.metrics.Refusals.Watch(m.refusals)
+	m.metrics.Relists.Watch(m.relists)
 	if !opts.DisableLeaderElection {
 		m.election, err = election.New(m.client, opts.RootPrefix+"election/", opts.ID, opts.LeaseTTL, m.log.WithName("election"))
 		if err != nil {
@@ -533,6 +534,20 @@ func (m *Manager) Refusals() []error {
 	out := make([]error, len(names))
 	for i, name := range names {
 		out[i] = byComponent[name]
+	}
+	return out
+}
+
+// relists counts, per watched prefix, the relists of the controllers' sources.
+func (m *Manager) relists() map[string]int {
+	m.mu.Lock()
+	controllers := append([]*reconcile.Controller(nil), m.controllers...)
+	m.mu.Unlock()
+	out := map[string]int{}
+	for _, c := range controllers {
+		for _, src := range c.Sources() {
+			out[src.Prefix()] += src.Stats().Relists
+		}
 	}
 	return out
 }

@@ -356,6 +356,9 @@ var _ = Describe("a manager", func() {
 			ContainSubstring(`workqueue_depth{controller="metered",name="metered"} 0`),
 			ContainSubstring(`controller_runtime_max_concurrent_reconciles{controller="metered"} 1`),
 			ContainSubstring("etcdkit_leader 1"),
+			// Every key handed to a worker counts, also one that waited for the leadership.
+			MatchRegexp(`workqueue_work_duration_seconds_count{controller="metered",name="metered"} [1-9]`),
+			ContainSubstring(`etcdkit_source_relists_total{prefix="/m/"} 0`),
 		))
 		_, body := get(metricsURL + "/metrics")
 		Expect(strings.Contains(body, "workqueue_queue_duration_seconds_bucket")).To(BeTrue())

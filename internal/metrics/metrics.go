@@ -30,7 +30,7 @@ type Registry struct {
 	ShardsOwned   prometheus.Gauge
 	ShardHandoffs prometheus.Counter
 	FencedWrites  *prometheus.CounterVec
-	Relists       *prometheus.CounterVec
+	Relists       *Relists
 	Refusals      *Refusals
 }
 
@@ -111,10 +111,7 @@ func New(reg prometheus.Registerer) (*Registry, error) {
 			Name: "etcdkit_fenced_writes_total",
 			Help: "Writes refused because the writer's fence no longer held",
 		}, ctrl),
-		Relists: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "etcdkit_source_relists_total",
-			Help: "Relists of a source after its watch history was compacted",
-		}, []string{"prefix"}),
+		Relists:  newRelists(),
 		Refusals: newRefusals(),
 	}
 	for _, c := range []prometheus.Collector{
@@ -136,6 +133,7 @@ func (r *Registry) Queue(controller string) *QueueMetrics {
 		depth:   r.QueueDepth.WithLabelValues(controller, controller),
 		adds:    r.QueueAdds.WithLabelValues(controller, controller),
 		latency: r.QueueLatency.WithLabelValues(controller, controller),
+		work:    r.QueueWorkTime.WithLabelValues(controller, controller),
 		retries: r.QueueRetries.WithLabelValues(controller, controller),
 	}
 }
@@ -145,6 +143,7 @@ type QueueMetrics struct {
 	depth   prometheus.Gauge
 	adds    prometheus.Counter
 	latency prometheus.Observer
+	work    prometheus.Observer
 	retries prometheus.Counter
 }
 
@@ -159,3 +158,6 @@ func (q *QueueMetrics) Retries() { q.retries.Inc() }
 
 // QueueLatency observes how long a key waited.
 func (q *QueueMetrics) QueueLatency(d time.Duration) { q.latency.Observe(d.Seconds()) }
+
+// WorkDuration observes how long a key was in process.
+func (q *QueueMetrics) WorkDuration(d time.Duration) { q.work.Observe(d.Seconds()) }

@@ -35,8 +35,9 @@ type Queue[T comparable] struct {
 	queue []T
 	// dirty holds every key that needs processing: queued, or parked while in process.
 	dirty map[T]struct{}
-	// processing holds the keys handed out by Get and not yet Done.
-	processing map[T]struct{}
+	// processing holds the keys handed out by Get and not yet Done, with the time Get
+	// handed each out.
+	processing map[T]time.Time
 	// added records when each dirty key was first added, for the queue-duration metric.
 	added map[T]time.Time
 	// waiting holds delayed keys by due time; at most one entry per key, the earliest.
@@ -62,6 +63,8 @@ type Metrics interface {
 	Retries()
 	// QueueLatency is how long a key waited between its Add and the Get that handed it out.
 	QueueLatency(d time.Duration)
+	// WorkDuration is how long a key was in process, from Get to Done.
+	WorkDuration(d time.Duration)
 }
 
 // NopMetrics discards every measurement.
@@ -71,6 +74,9 @@ func (NopMetrics) Depth(int)                  {}
 func (NopMetrics) Adds()                      {}
 func (NopMetrics) Retries()                   {}
 func (NopMetrics) QueueLatency(time.Duration) {}
+
+// WorkDuration discards d.
+func (NopMetrics) WorkDuration(time.Duration) {}
 
 // New returns a queue; ShutDown stops it.
 func New[T comparable](opts Options, m Metrics) *Queue[T] {
@@ -87,7 +93,7 @@ func New[T comparable](opts Options, m Metrics) *Queue[T] {
 		base:       opts.BaseDelay,
 		max:        opts.MaxDelay,
 		dirty:      map[T]struct{}{},
-		processing: map[T]struct{}{},
+		processing: map[T]time.Time{},
 		added:      map[T]time.Time{},
 		index:      map[T]*delayed[T]{},
 		failures:   map[T]int{},
@@ -216,7 +222,7 @@ func (q *Queue[T]) Get() (key T, shutdown bool) {
 	q.metrics.Depth(len(q.queue))
 	q.metrics.QueueLatency(time.Since(q.added[key]))
 	delete(q.added, key)
-	q.processing[key] = struct{}{}
+	q.processing[key] = time.Now()
 	delete(q.dirty, key)
 	return key, false
 }
@@ -225,6 +231,9 @@ func (q *Queue[T]) Get() (key T, shutdown bool) {
 func (q *Queue[T]) Done(key T) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if started, ok := q.processing[key]; ok {
+		q.metrics.WorkDuration(time.Since(started))
+	}
 	delete(q.processing, key)
 	if _, ok := q.dirty[key]; ok && !q.shutdown {
 		q.queue = append(q.queue, key)

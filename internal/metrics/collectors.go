@@ -48,3 +48,42 @@ func (r *Refusals) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(r.desc, prometheus.GaugeValue, v, component)
 	}
 }
+
+// Relists is etcdkit_source_relists_total: per watched prefix, how often its sources listed
+// it again because etcd had compacted the history their watch needed. It reads the sources'
+// counts at every scrape.
+type Relists struct {
+	desc *prometheus.Desc
+
+	mu    sync.Mutex
+	count func() map[string]int // prefix -> relists so far
+}
+
+func newRelists() *Relists {
+	return &Relists{desc: prometheus.NewDesc("etcdkit_source_relists_total",
+		"Relists of a watched prefix after etcd compacted the history its watch needed",
+		[]string{"prefix"}, nil)}
+}
+
+// Watch sets the function that counts each prefix's relists.
+func (r *Relists) Watch(count func() map[string]int) {
+	r.mu.Lock()
+	r.count = count
+	r.mu.Unlock()
+}
+
+// Describe implements prometheus.Collector.
+func (r *Relists) Describe(ch chan<- *prometheus.Desc) { ch <- r.desc }
+
+// Collect implements prometheus.Collector.
+func (r *Relists) Collect(ch chan<- prometheus.Metric) {
+	r.mu.Lock()
+	count := r.count
+	r.mu.Unlock()
+	if count == nil {
+		return
+	}
+	for prefix, n := range count() {
+		ch <- prometheus.MustNewConstMetric(r.desc, prometheus.CounterValue, float64(n), prefix)
+	}
+}

@@ -72,7 +72,8 @@ func parseFlags(args []string, stderr io.Writer) (flags, error) {
 		return f, fmt.Errorf("--dial-timeout must be positive, got %s", f.dialTimeout)
 	}
 	if f.user != "" && !strings.Contains(f.user, ":") {
-		return f, fmt.Errorf("--user must be user:password, got %q", f.user)
+		// The value is not echoed: it may be a password.
+		return f, errors.New("--user must be given as user:password (the value given has no colon)")
 	}
 	return f, nil
 }
@@ -104,7 +105,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	log := newLogger(stderr, f.verbose)
 
-	client, newClient, cleanup, err := connect(ctx, f, stdout, log)
+	client, newClient, cleanup, err := connect(ctx, f, stdout, stderr, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "examples: %v\n", err)
 		return exitFailure
@@ -141,8 +142,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // connect reaches the etcd of the flags, or starts an embedded one when no endpoint is given.
 // It returns a client, a way to make more clients like it (each example process of a
 // multi-node demo has its own), and a cleanup that closes the client and stops the
-// embedded etcd.
-func connect(ctx context.Context, f flags, stdout io.Writer, log logr.Logger) (*clientv3.Client, func() (*clientv3.Client, error), func(), error) {
+// embedded etcd. What is unsafe in the flags (a password in plain text) goes to stderr.
+func connect(ctx context.Context, f flags, stdout, stderr io.Writer, log logr.Logger) (*clientv3.Client, func() (*clientv3.Client, error), func(), error) {
 	if f.endpoints == "" {
 		fmt.Fprintln(stdout, "starting an embedded etcd in a temporary directory (give --endpoints to use your own)")
 		c, err := etcdtest.Start(ctx)
@@ -161,6 +162,9 @@ func connect(ctx context.Context, f flags, stdout io.Writer, log logr.Logger) (*
 	}
 	if f.user != "" {
 		cc.Username, cc.Password, _ = strings.Cut(f.user, ":")
+	}
+	for _, w := range cc.Warnings() {
+		fmt.Fprintf(stderr, "examples: warning: %s\n", w)
 	}
 	client, err := etcdutil.Connect(ctx, cc)
 	if err != nil {

@@ -60,10 +60,14 @@ func New(opts Options) (*Manager, error) {
 		}
 		m.client = opts.Client
 	} else {
-		cli, err := etcdutil.Connect(ctx, etcdutil.ConnectConfig{
+		cc := etcdutil.ConnectConfig{
 			Endpoints: opts.Endpoints, CACert: opts.CACert, Cert: opts.Cert, Key: opts.Key,
 			Username: opts.Username, Password: opts.Password, DialTimeout: opts.DialTimeout,
-		})
+		}
+		for _, w := range cc.Warnings() {
+			m.log.Info("warning: " + w)
+		}
+		cli, err := etcdutil.Connect(ctx, cc)
 		if err != nil {
 			return nil, fmt.Errorf("manager: %w", err)
 		}

@@ -91,11 +91,30 @@ func messages(errs ...error) map[string]bool {
 	return m
 }
 
-// Classify says what kind of error err is. A nil error is Other.
+// Classify says what kind of error err is: the kind of err itself or, when that is Other,
+// of the first error it wraps that has a kind. A nil error is Other.
 func Classify(err error) Kind {
 	if err == nil {
 		return Other
 	}
+	if k := classify(err); k != Other {
+		return k
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		return Classify(u.Unwrap())
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if k := Classify(e); k != Other {
+				return k
+			}
+		}
+	}
+	return Other
+}
+
+// classify is Classify of err alone, by its message and code.
+func classify(err error) Kind {
 	desc := rpctypes.ErrorDesc(err)
 	switch {
 	case permanent[desc]:

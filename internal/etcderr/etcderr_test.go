@@ -42,6 +42,8 @@ func TestClassify(t *testing.T) {
 		{"compacted", rpctypes.ErrCompacted, etcderr.Other},
 		{"lease not found", rpctypes.ErrLeaseNotFound, etcderr.Other},
 		{"canceled", context.Canceled, etcderr.Other},
+		{"wrapped under other words", fmt.Errorf("etcd at h:1: wrong user name or password: %w", rpctypes.ErrAuthFailed), etcderr.Permanent},
+		{"joined", errors.Join(errors.New("first"), rpctypes.ErrLeaderChanged), etcderr.Transient},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := etcderr.Classify(tc.err); got != tc.want {

@@ -2,7 +2,10 @@ package etcdtest_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"os"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -17,9 +20,19 @@ import (
 	"github.com/etcdkit/etcdkit/test/etcdtest"
 )
 
-// reachable says whether a client made from cc gets an answer from etcd within a second.
-func reachable(ctx context.Context, cc etcdutil.ConnectConfig) error {
-	cc.DialTimeout = time.Second
+// Bounds of reachable. A check that etcd answers (a success, or a wrong password) returns
+// as soon as it does, so its bound is generous: with auth, the client's token request waits
+// for etcd's bcrypt, which takes seconds under -race on a loaded machine. A check that gets
+// no answer (a certificate refused) runs to its bound, so that one is short, and these
+// specs only say that it fails (internal/etcdutil's tests check what it says).
+const (
+	answers = 30 * time.Second
+	refused = time.Second
+)
+
+// reachable says whether a client made from cc gets an answer from etcd within timeout.
+func reachable(ctx context.Context, cc etcdutil.ConnectConfig, timeout time.Duration) error {
+	cc.DialTimeout = timeout
 	cli, err := etcdutil.Connect(ctx, cc)
 	if err != nil {
 		return err
@@ -115,17 +128,17 @@ var _ = Describe("security", func() {
 		eps := c.Endpoints()
 		Expect(eps[0]).To(HavePrefix("https://"))
 
-		Expect(reachable(ctx, etcdutil.ConnectConfig{Endpoints: eps, CACert: files.CA, Cert: files.Cert, Key: files.Key})).To(Succeed())
+		Expect(reachable(ctx, etcdutil.ConnectConfig{Endpoints: eps, CACert: files.CA, Cert: files.Cert, Key: files.Key}, answers)).To(Succeed())
 		By("no client certificate")
-		Expect(reachable(ctx, etcdutil.ConnectConfig{Endpoints: eps, CACert: files.CA})).NotTo(Succeed())
+		Expect(reachable(ctx, etcdutil.ConnectConfig{Endpoints: eps, CACert: files.CA}, refused)).NotTo(Succeed())
 		By("no TLS at all")
-		Expect(reachable(ctx, etcdutil.ConnectConfig{Endpoints: []string{"127.0.0.1" + eps[0][len("https://127.0.0.1"):]}})).NotTo(Succeed())
+		Expect(reachable(ctx, etcdutil.ConnectConfig{Endpoints: []string{"127.0.0.1" + eps[0][len("https://127.0.0.1"):]}}, refused)).NotTo(Succeed())
+		foreign, err := etcdtest.ForeignCA(GinkgoT().TempDir())
+		Expect(err).NotTo(HaveOccurred())
 		By("a client certificate from another CA")
-		other := etcdtest.New(GinkgoT(), etcdtest.WithTLS())
-		of := other.TLSFiles()
-		Expect(reachable(ctx, etcdutil.ConnectConfig{Endpoints: eps, CACert: files.CA, Cert: of.Cert, Key: of.Key})).NotTo(Succeed())
+		Expect(reachable(ctx, etcdutil.ConnectConfig{Endpoints: eps, CACert: files.CA, Cert: foreign.Cert, Key: foreign.Key}, refused)).NotTo(Succeed())
 		By("a server certificate that the client's CA did not sign")
-		Expect(reachable(ctx, etcdutil.ConnectConfig{Endpoints: eps, CACert: of.CA, Cert: files.Cert, Key: files.Key})).NotTo(Succeed())
+		Expect(reachable(ctx, etcdutil.ConnectConfig{Endpoints: eps, CACert: foreign.CA, Cert: files.Cert, Key: files.Key}, refused)).NotTo(Succeed())
 	})
 
 	It("an auth cluster accepts only the right password", func(ctx SpecContext) {
@@ -137,10 +150,10 @@ var _ = Describe("security", func() {
 		Expect(err).NotTo(HaveOccurred())
 
 		eps := c.Endpoints()
-		Expect(reachable(ctx, etcdutil.ConnectConfig{Endpoints: eps, Username: "root", Password: "s3cret"})).To(Succeed())
-		Expect(reachable(ctx, etcdutil.ConnectConfig{Endpoints: eps, Username: "root", Password: "wrong"})).
+		Expect(reachable(ctx, etcdutil.ConnectConfig{Endpoints: eps, Username: "root", Password: "s3cret"}, answers)).To(Succeed())
+		Expect(reachable(ctx, etcdutil.ConnectConfig{Endpoints: eps, Username: "root", Password: "wrong"}, answers)).
 			To(MatchError(ContainSubstring("authentication failed")))
-		Expect(reachable(ctx, etcdutil.ConnectConfig{Endpoints: eps})).
+		Expect(reachable(ctx, etcdutil.ConnectConfig{Endpoints: eps}, answers)).
 			To(MatchError(ContainSubstring("give a user name and password")))
 	})
 
@@ -148,9 +161,65 @@ var _ = Describe("security", func() {
 		c := etcdtest.New(GinkgoT(), etcdtest.WithTLS(), etcdtest.WithAuth("pw"))
 		f := c.TLSFiles()
 		eps := c.Endpoints()
-		Expect(reachable(ctx, etcdutil.ConnectConfig{Endpoints: eps, CACert: f.CA, Cert: f.Cert, Key: f.Key, Username: "root", Password: "pw"})).To(Succeed())
-		Expect(reachable(ctx, etcdutil.ConnectConfig{Endpoints: eps, CACert: f.CA, Cert: f.Cert, Key: f.Key, Username: "root", Password: "nope"})).NotTo(Succeed())
-		Expect(reachable(ctx, etcdutil.ConnectConfig{Endpoints: eps, CACert: f.CA, Username: "root", Password: "pw"})).NotTo(Succeed())
+		Expect(reachable(ctx, etcdutil.ConnectConfig{Endpoints: eps, CACert: f.CA, Cert: f.Cert, Key: f.Key, Username: "root", Password: "pw"}, answers)).To(Succeed())
+		Expect(reachable(ctx, etcdutil.ConnectConfig{Endpoints: eps, CACert: f.CA, Cert: f.Cert, Key: f.Key, Username: "root", Password: "nope"}, answers)).
+			To(MatchError(ContainSubstring("authentication failed")))
+		Expect(reachable(ctx, etcdutil.ConnectConfig{Endpoints: eps, CACert: f.CA, Username: "root", Password: "pw"}, refused)).NotTo(Succeed())
+	})
+
+	It("makes certificates that TLS refuses for the reason their name gives", func(ctx SpecContext) {
+		c := etcdtest.New(GinkgoT(), etcdtest.WithTLS())
+		f := c.TLSFiles()
+		addr := c.Endpoint(0)[len("https://"):]
+		pool := x509.NewCertPool()
+		pem, err := os.ReadFile(f.CA)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(pool.AppendCertsFromPEM(pem)).To(BeTrue())
+		// handshake dials the member as a client of the cluster's CA that sends the given
+		// client certificate whichever CAs etcd asks for, and returns the handshake's error
+		// or, as TLS 1.3 reports a refused client certificate, the first read's.
+		handshake := func(serverName, certFile, keyFile string) error {
+			pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+			Expect(err).NotTo(HaveOccurred())
+			d := tls.Dialer{Config: &tls.Config{
+				RootCAs: pool, ServerName: serverName, NextProtos: []string{"h2"},
+				GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &pair, nil },
+			}}
+			dctx, cancel := context.WithTimeout(ctx, answers)
+			defer cancel()
+			conn, err := d.DialContext(dctx, "tcp", addr)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			Expect(conn.SetReadDeadline(time.Now().Add(answers))).To(Succeed())
+			_, err = conn.Read(make([]byte, 1)) // etcd's HTTP/2 server speaks first
+			return err
+		}
+		Expect(handshake("", f.Cert, f.Key)).To(Succeed())
+
+		By("an expired client certificate signed by the cluster's CA")
+		expired, err := c.ExpiredClientCert()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(expired.CA).To(Equal(f.CA))
+		Expect(handshake("", expired.Cert, expired.Key)).To(MatchError(ContainSubstring("remote error: tls: expired certificate")))
+
+		By("a foreign CA's client certificate")
+		foreign, err := etcdtest.ForeignCA(GinkgoT().TempDir())
+		Expect(err).NotTo(HaveOccurred())
+		Expect(handshake("", foreign.Cert, foreign.Key)).To(MatchError(ContainSubstring("remote error: tls: unknown certificate authority")))
+
+		By("a server certificate for another name")
+		Expect(c.ServeCertFor("etcd.invalid")).To(Succeed())
+		var hostname x509.HostnameError
+		Expect(errors.As(handshake("", f.Cert, f.Key), &hostname)).To(BeTrue())
+		Expect(handshake("etcd.invalid", f.Cert, f.Key)).To(Succeed())
+
+		By("an expired server certificate")
+		Expect(c.ServeExpiredCert()).To(Succeed())
+		var invalid x509.CertificateInvalidError
+		Expect(errors.As(handshake("", f.Cert, f.Key), &invalid)).To(BeTrue())
+		Expect(invalid.Reason).To(Equal(x509.Expired))
 	})
 })
 

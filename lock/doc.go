@@ -60,6 +60,34 @@
 // lease is revoked if etcd answers after all, and otherwise expires after the TTL, so that
 // etcd frees the lock either way.
 //
+// # etcd's transient errors
+//
+// Every call (Lock, TryLock, Unlock, the read-write lock's, a Manager's locks, and the
+// releases of Close) rides through etcd's transient errors: a leader election ("etcdserver:
+// leader changed", "request timed out, possibly due to previous leader failure"), a member
+// restarting or unreachable, or one that keeps requests without answering (paused, or
+// forwarding them to a leader that is gone). Each attempt of a request to etcd has a
+// deadline of its own (2 s); one that fails on a transient error is sent again, and one
+// that goes unanswered for a fraction of a second gets two more attempts beside it, which
+// the client sends to other members than the silent one; all within the call's context.
+// Errors that stay until an operator acts (a denied permission, a failed authentication)
+// are returned at once.
+//
+// A request is sent again only where that is safe, since an attempt whose answer was lost,
+// or that is still in flight, may be applied: reads; deletes; and the lock's guarded
+// writes, which recognise their own success. A queue entry is created only if its key is absent, on the
+// session's lease, and the key names that lease: an entry found there with the lease is the
+// call's own. A release deletes the entry only while it is the one acquired: found gone
+// while the session still lives (so its lease did not end), it went by another attempt.
+// Where the outcome cannot be known, a release that etcd did not answer at all, the error
+// wraps ErrOutcomeUnknown; the session is then abandoned, so that etcd frees the lock either
+// way.
+//
+// A session's lease is renewed every fifth of its TTL, and a renewal that goes unanswered
+// is sent again to the other members within a fraction of a second, so a session outlives
+// an etcd election, which takes one to two seconds with etcd's default timing: a TTL of
+// 5 seconds or more rides through one.
+//
 // # Read-write locks
 //
 // RWLock is a distributed read-write lock: readers in different processes hold it

@@ -18,7 +18,7 @@ import (
 const DefaultTTL = 30
 
 // MinTTL is the shortest session TTL in seconds that a lock accepts. Shorter leases leave
-// too little time between keep-alives (sent every TTL/3) to survive a slow etcd answer.
+// too little time between keep-alives (sent every TTL/5) to survive a slow etcd answer.
 const MinTTL = 2
 
 var (
@@ -35,6 +35,12 @@ var (
 	// ErrClosed is returned by every call on a lock or manager after Close, and by a call
 	// that Close interrupted.
 	ErrClosed = errors.New("lock: closed")
+	// ErrOutcomeUnknown is wrapped in the error of a release (Unlock, RUnlock, Close) that
+	// etcd did not answer, within the caller's context and a short cleanup time after it:
+	// the release may or may not have been applied. The hold is over either way: the
+	// session is abandoned, so etcd frees the lock when the session's lease is revoked or,
+	// at the latest, expires after its TTL.
+	ErrOutcomeUnknown = errors.New("lock: outcome unknown, etcd did not answer")
 )
 
 // Config configures a Lock made by New.
@@ -124,9 +130,11 @@ func newLock(client *clientv3.Client, key string, s *sessions, owns bool, log lo
 // Key returns the lock's key.
 func (l *Lock) Key() string { return l.q.key }
 
-// Lock blocks until the lock is held, ctx ends, the lock is closed, or the session expires
-// while waiting (ErrSessionExpired: never reported as success). When it fails nothing of
-// the attempt stays in etcd.
+// Lock blocks until the lock is held, ctx ends (context.Cause(ctx)), the lock is closed
+// (ErrClosed), or the session expires while waiting (ErrSessionExpired: never reported as
+// success). etcd's transient errors (an election, a restart, a member that does not answer)
+// are retried within ctx; an error etcd keeps returning (a denied permission, a failed
+// authentication) is returned at once. When it fails nothing of the attempt stays in etcd.
 func (l *Lock) Lock(ctx context.Context) error {
 	_, err := l.lock(ctx, false)
 	return err
@@ -134,6 +142,7 @@ func (l *Lock) Lock(ctx context.Context) error {
 
 // TryLock takes the lock if it is free and reports whether it did. It does not wait for
 // another holder; it returns false at once when this Lock value is held by another goroutine.
+// Its errors are Lock's.
 func (l *Lock) TryLock(ctx context.Context) (bool, error) {
 	return l.lock(ctx, true)
 }
@@ -208,7 +217,9 @@ func (l *Lock) begin(ctx context.Context) (context.Context, func(), error) {
 // when the hold had been lost before; a lost hold still needs its Unlock before this Lock
 // value can be locked again, as the hold of a sync.Mutex would. A ctx that has
 // already ended does not stop the release: it is then made with a short timeout of its own,
-// so that a cancelled request never leaves the lock held.
+// so that a cancelled request never leaves the lock held. etcd's transient errors are
+// retried; when etcd answers none of the attempts, the error wraps ErrOutcomeUnknown. The
+// hold is over whatever Unlock returns.
 func (l *Lock) Unlock(ctx context.Context) error {
 	l.mu.Lock()
 	h := l.h
@@ -405,7 +416,9 @@ func (h *hold) awaitLoss(q queue) {
 		}
 		// The watch broke (compaction, leader change): look at the entry itself, and
 		// watch again from there.
-		resp, err := q.client.Get(ctx, h.key)
+		gctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		resp, err := q.client.Get(gctx, h.key)
+		cancel()
 		if err == nil {
 			if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != h.rev {
 				return

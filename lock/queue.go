@@ -129,16 +129,20 @@ func (q queue) acquire(ctx context.Context, sess *lease.Session, myKey string, s
 	return h, true, nil
 }
 
-// enqueue creates myKey with the session's lease (or finds it, if an earlier call of this
-// process left it) and returns the entry with the last entry it must wait for, as of the
-// returned revision.
+// enqueue creates myKey with the session's lease (or finds it, if an earlier attempt or
+// call of this process made it) and returns the entry with the last entry it must wait
+// for, as of the returned revision.
 func (q queue) enqueue(ctx context.Context, sess *lease.Session, myKey string, shared bool) (*held, *mvccpb.KeyValue, int64, error) {
 	all := clientv3.OpGet(q.prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	resp, err := q.client.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(myKey), "=", 0)).
-		Then(clientv3.OpPut(myKey, "", clientv3.WithLease(sess.ID())), all).
-		Else(clientv3.OpGet(myKey), all).
-		Commit()
+	// Safe to send again: an attempt whose answer was lost may have created the entry, and
+	// the next one then finds it, on this session's lease, in its Else branch.
+	resp, _, err := retry(ctx, q.log, "queue", func(ctx context.Context) (*clientv3.TxnResponse, error) {
+		return q.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(myKey), "=", 0)).
+			Then(clientv3.OpPut(myKey, "", clientv3.WithLease(sess.ID())), all).
+			Else(clientv3.OpGet(myKey), all).
+			Commit()
+	})
 	if err != nil {
 		return nil, nil, 0, fmt.Errorf("lock: queueing %s: %w", myKey, err)
 	}
@@ -162,10 +166,12 @@ func (q queue) wait(ctx context.Context, h *held, shared bool, blocker *mvccpb.K
 		if err := q.waitDelete(ctx, blocker, hdrRev+1); err != nil {
 			return err
 		}
-		resp, err := q.client.Txn(ctx).
-			If(h.guard(), clientv3.Compare(clientv3.LeaseValue(h.key), "=", h.sess.ID())).
-			Then(clientv3.OpGet(q.prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithMaxCreateRev(h.rev-1))).
-			Commit()
+		resp, _, err := retry(ctx, q.log, "check the queue", func(ctx context.Context) (*clientv3.TxnResponse, error) {
+			return q.client.Txn(ctx).
+				If(h.guard(), clientv3.Compare(clientv3.LeaseValue(h.key), "=", h.sess.ID())).
+				Then(clientv3.OpGet(q.prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithMaxCreateRev(h.rev-1))).
+				Commit()
+		})
 		if err != nil {
 			return fmt.Errorf("lock: checking the queue of %s: %w", q.key, err)
 		}
@@ -187,24 +193,43 @@ func (q queue) wait(ctx context.Context, h *held, shared bool, blocker *mvccpb.K
 // between the caller's read and the watch's creation, which is the common case of a short
 // critical section. So when the watch reports its creation at a revision past rev, one read
 // of the entry tells at once whether it is already gone.
+//
+// The client's watches share one stream to one member, which says nothing while it is
+// paused (the client's Watch does not even return until the member confirms the watch):
+// so the entry is also read every recheckEvery, from whichever member answers, while the
+// watch is being set up and after.
 func (q queue) waitDelete(ctx context.Context, blocker *mvccpb.KeyValue, rev int64) error {
 	key := string(blocker.Key)
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	wch := q.client.Watch(wctx, key, clientv3.WithRev(rev), clientv3.WithFilterPut(), clientv3.WithCreatedNotify())
+	started := make(chan clientv3.WatchChan, 1)
+	// Watch returns once etcd confirms the watch, or at once when wctx ends.
+	go func() {
+		started <- q.client.Watch(wctx, key, clientv3.WithRev(rev), clientv3.WithFilterPut(), clientv3.WithCreatedNotify())
+	}()
+	var wch clientv3.WatchChan // nil, so not ready, until Watch has returned
+	defer func() {
+		cancel()
+		if wch == nil {
+			<-started
+		}
+	}()
+	recheck := time.NewTicker(recheckEvery)
+	defer recheck.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return context.Cause(ctx)
+		case wch = <-started:
+		case <-recheck.C:
+			if q.gone(ctx, blocker, true) {
+				return nil
+			}
 		case wr, ok := <-wch:
 			if !ok || wr.Err() != nil {
 				return pause(ctx)
 			}
-			if wr.Created && wr.Header.Revision >= rev {
-				resp, err := q.client.Get(ctx, key, clientv3.WithKeysOnly())
-				if err == nil && (len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != blocker.CreateRevision) {
-					return nil
-				}
+			if wr.Created && wr.Header.Revision >= rev && q.gone(ctx, blocker, false) {
+				return nil
 			}
 			for _, ev := range wr.Events {
 				if ev.Type == mvccpb.DELETE {
@@ -213,6 +238,24 @@ func (q queue) waitDelete(ctx context.Context, blocker *mvccpb.KeyValue, rev int
 			}
 		}
 	}
+}
+
+// recheckEvery is how often a waiter reads the entry it waits for, besides watching it.
+const recheckEvery = time.Second
+
+// gone reads blocker and reports whether it no longer exists as it was created; false
+// when etcd did not answer before ctx ended. A serializable read, answered by any member
+// without its leader, is enough for a recheck: an entry once deleted never comes back with
+// the same create revision, and a member that lags only makes the caller check again.
+func (q queue) gone(ctx context.Context, blocker *mvccpb.KeyValue, serializable bool) bool {
+	opts := []clientv3.OpOption{clientv3.WithKeysOnly()}
+	if serializable {
+		opts = append(opts, clientv3.WithSerializable())
+	}
+	resp, _, err := retry(ctx, q.log, "read the entry waited for", func(ctx context.Context) (*clientv3.GetResponse, error) {
+		return q.client.Get(ctx, string(blocker.Key), opts...)
+	})
+	return err == nil && (len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != blocker.CreateRevision)
 }
 
 // pause waits retryDelay unless ctx ends first.
@@ -229,17 +272,14 @@ func pause(ctx context.Context) error {
 
 // remove deletes an entry that does not (or no longer) hold the lock, with the caller's
 // context if it is still live and a short detached one otherwise: a cancelled wait leaves
-// no key behind. If etcd cannot be reached, the session is abandoned (see abandon), so that
-// the entry goes with its lease.
+// no key behind. The delete is sent again on etcd's transient errors (deleting twice is
+// deleting once). If etcd cannot be reached, the session is abandoned (see abandon), so
+// that the entry goes with its lease.
 func (q queue) remove(ctx context.Context, sess *lease.Session, key string) {
-	if ctx.Err() == nil {
-		if _, err := q.client.Delete(ctx, key); err == nil {
-			return
-		}
-	}
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	if _, err := q.client.Delete(dctx, key); err != nil {
+	_, _, err := retryCleanup(ctx, q.log, "remove a queue entry", func(ctx context.Context) (*clientv3.DeleteResponse, error) {
+		return q.client.Delete(ctx, key)
+	})
+	if err != nil {
 		q.log.Error(err, "could not remove lock queue entry; abandoning its session, whose lease is revoked or else expires after the TTL", "entry", key)
 		abandon(sess, fmt.Errorf("queue entry %s could not be removed: %v", key, err))
 	}
@@ -248,30 +288,28 @@ func (q queue) remove(ctx context.Context, sess *lease.Session, key string) {
 // release deletes a held entry if it is still the one that was acquired. lost reports that
 // it was not: its lease ended or someone deleted it while it was held. The caller's context
 // is used while it lives; after it ended, a short detached one, so that a cancelled request
-// never leaves a lock held. If etcd cannot be reached, the session is abandoned (see abandon).
+// never leaves a lock held.
+//
+// The guarded delete is sent again on etcd's transient errors, and beside an attempt that
+// is slow to answer (see retry). An attempt other than the one answered may have been
+// applied: when the answer finds the entry gone while the session is still valid (its
+// lease cannot have ended), the entry went by that other attempt. When etcd answers none
+// of them, whether the release was applied is unknown: the session is abandoned (see
+// abandon), so that etcd frees the lock either way, and the error wraps ErrOutcomeUnknown.
 func (q queue) release(ctx context.Context, h *held) (lost bool, err error) {
-	del := func(ctx context.Context) (*clientv3.TxnResponse, error) {
+	resp, attempts, err := retryCleanup(ctx, q.log, "release", func(ctx context.Context) (*clientv3.TxnResponse, error) {
 		return q.client.Txn(ctx).If(h.guard()).Then(clientv3.OpDelete(h.key)).Commit()
-	}
-	var resp *clientv3.TxnResponse
-	ambiguous := false // an attempt failed without an answer: it may have been applied
-	if ctx.Err() == nil {
-		resp, err = del(ctx)
-		ambiguous = err != nil
-	}
-	if resp == nil {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-		defer cancel()
-		resp, err = del(dctx)
-	}
+	})
 	if err != nil {
 		q.log.Error(err, "could not release lock; abandoning its session, whose lease is revoked or else expires after the TTL", "entry", h.key)
 		abandon(h.sess, fmt.Errorf("%s could not be released: %v", h.key, err))
-		return false, fmt.Errorf("lock: releasing %s: %w", q.key, err)
+		if attempts == 1 && !retryable(err) {
+			return false, fmt.Errorf("lock: releasing %s: %w", q.key, err)
+		}
+		return false, fmt.Errorf("lock: releasing %s: %w: the session is abandoned, so etcd frees the lock when its lease is revoked or, at the latest, expires: %w",
+			q.key, ErrOutcomeUnknown, err)
 	}
-	if !resp.Succeeded && ambiguous && h.sess.Valid() {
-		// The entry is gone, most likely by the first delete whose answer was lost: with
-		// the session alive, its lease did not end under the hold.
+	if !resp.Succeeded && attempts > 1 && h.sess.Valid() {
 		return false, nil
 	}
 	return !resp.Succeeded, nil

@@ -57,7 +57,8 @@ func (rw *RWLock) Key() string { return rw.w.Key() }
 
 // RLock blocks until a read lock is held: when no writer that asked earlier holds or waits
 // for the lock. It fails when ctx ends, the lock is closed, or the session expires while
-// waiting (ErrSessionExpired); nothing of the attempt then stays in etcd.
+// waiting (ErrSessionExpired); nothing of the attempt then stays in etcd. Like Lock, it
+// retries etcd's transient errors within ctx.
 func (rw *RWLock) RLock(ctx context.Context) error {
 	_, err := rw.rlock(ctx, false)
 	return err
@@ -90,7 +91,8 @@ func (rw *RWLock) rlock(ctx context.Context, try bool) (bool, error) {
 
 // RUnlock releases one read lock held through this RWLock. It returns ErrNotLocked when
 // none is held and ErrLost when the read lock had been lost before (its session expired);
-// like Unlock, it releases even when ctx has already ended.
+// like Unlock, it releases even when ctx has already ended, retries etcd's transient
+// errors, and wraps ErrOutcomeUnknown when etcd answered none of its attempts.
 func (rw *RWLock) RUnlock(ctx context.Context) error {
 	rw.mu.Lock()
 	var h *held

@@ -10,6 +10,7 @@ import (
 	"github.com/go-logr/logr"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdkit/etcdkit/internal/etcdutil"
 	"github.com/etcdkit/etcdkit/internal/lease"
 )
 
@@ -89,12 +90,9 @@ func (p *sessions) get(ctx context.Context) (*lease.Session, error) {
 		p.log.Info("lock session ended, starting a new one", "lease", fmt.Sprintf("%x", int64(p.cur.ID())), "cause", p.cur.Cause().Error())
 		p.cur = nil
 	}
-	s, err := lease.Grant(ctx, p.client, p.ttl, p.log)
+	s, err := p.grant(ctx)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, context.Cause(ctx)
-		}
-		return nil, fmt.Errorf("lock: starting a session: %w", err)
+		return nil, err
 	}
 	p.keepAlive.Add(1)
 	// The keep-alive goroutine belongs to the session: it returns when the session is lost,
@@ -106,6 +104,27 @@ func (p *sessions) get(ctx context.Context) (*lease.Session, error) {
 	p.log.V(1).Info("lock session started", "lease", fmt.Sprintf("%x", int64(s.ID())), "ttl", s.TTL())
 	p.cur = s
 	return s, nil
+}
+
+// grant grants the lease of a new session. lease.Grant retries etcd's transient errors
+// for up to the TTL; grant goes on until ctx ends.
+func (p *sessions) grant(ctx context.Context) (*lease.Session, error) {
+	bo := etcdutil.Backoff{Min: minRetryWait, Max: maxRetryWait}
+	for {
+		s, err := lease.Grant(ctx, p.client, p.ttl, p.log)
+		switch {
+		case err == nil:
+			return s, nil
+		case ctx.Err() != nil:
+			return nil, context.Cause(ctx)
+		case !retryable(err):
+			return nil, fmt.Errorf("lock: starting a session: %w", err)
+		}
+		p.log.V(1).Info("starting a lock session failed, retrying", "error", err.Error())
+		if !etcdutil.Sleep(ctx, bo.Next()) {
+			return nil, context.Cause(ctx)
+		}
+	}
 }
 
 // close revokes the current session and waits for the keep-alive goroutines of all sessions

@@ -83,6 +83,14 @@ var transient = messages(
 	rpctypes.ErrGRPCDeadlineExceeded,
 )
 
+// transientServer are messages of etcd's server that reach a client without a typed error
+// (gRPC code Unknown or Canceled): a member that stops, or a former leader that resumed
+// from a pause and no longer keeps leases.
+var transientServer = []string{
+	"etcdserver: request cancelled",
+	"not a primary lessor",
+}
+
 func messages(errs ...error) map[string]bool {
 	m := make(map[string]bool, len(errs))
 	for _, err := range errs {
@@ -138,6 +146,11 @@ func classify(err error) Kind {
 		return TokenExpired
 	}
 	for m := range transient {
+		if strings.Contains(msg, m) {
+			return Transient
+		}
+	}
+	for _, m := range transientServer {
 		if strings.Contains(msg, m) {
 			return Transient
 		}

@@ -42,6 +42,8 @@ func TestClassify(t *testing.T) {
 		{"compacted", rpctypes.ErrCompacted, etcderr.Other},
 		{"lease not found", rpctypes.ErrLeaseNotFound, etcderr.Other},
 		{"canceled", context.Canceled, etcderr.Other},
+		{"a stopping member", status.Error(codes.Canceled, "etcdserver: request cancelled"), etcderr.Transient},
+		{"a resumed former leader", status.Error(codes.Unknown, "not a primary lessor"), etcderr.Transient},
 		{"wrapped under other words", fmt.Errorf("etcd at h:1: wrong user name or password: %w", rpctypes.ErrAuthFailed), etcderr.Permanent},
 		{"joined", errors.Join(errors.New("first"), rpctypes.ErrLeaderChanged), etcderr.Transient},
 	} {

@@ -36,6 +36,8 @@ type harness struct {
 	dir     string
 	web     *http.Client
 	members []*member
+	// memberTTL is the LeaseTTL, in seconds, of the members started from now on; ttl when 0.
+	memberTTL int
 }
 
 func newHarness() *harness {
@@ -68,6 +70,9 @@ func (h *harness) start(id string) *member {
 		endpointsEnv+"="+strings.Join(h.c.Endpoints(), ","),
 		historyEnv+"="+m.history,
 	)
+	if h.memberTTL != 0 {
+		cmd.Env = append(cmd.Env, ttlEnv+"="+strconv.Itoa(h.memberTTL))
+	}
 	s, err := gexec.Start(cmd, GinkgoWriter, GinkgoWriter)
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(func() { s.Kill().Wait(10 * time.Second) })

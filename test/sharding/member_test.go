@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,7 @@ const (
 	memberEnv    = "ETCDKIT_SHARDTEST_MEMBER" // the member's ID
 	endpointsEnv = "ETCDKIT_SHARDTEST_ENDPOINTS"
 	historyEnv   = "ETCDKIT_SHARDTEST_HISTORY" // the member's history file
+	ttlEnv       = "ETCDKIT_SHARDTEST_TTL"     // the member's LeaseTTL in seconds; ttl when unset
 )
 
 // slowPrefix marks an item whose reconcile takes slowFor, whatever happens to its context:
@@ -98,6 +100,12 @@ func runMember() int {
 	}
 	defer f.Close()
 	hist := &historyFile{f: f}
+	leaseTTL := ttl
+	if v := os.Getenv(ttlEnv); v != "" {
+		if leaseTTL, err = strconv.Atoi(v); err != nil {
+			return fail(fmt.Errorf("%s: %w", ttlEnv, err))
+		}
+	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   strings.Split(os.Getenv(endpointsEnv), ","),
 		DialTimeout: 5 * time.Second,
@@ -112,7 +120,7 @@ func runMember() int {
 	}, funcr.Options{Verbosity: 1, LogTimestamp: true})
 
 	mgr, err := manager.New(manager.Options{
-		Client: cli, Name: managerName, ID: id, LeaseTTL: ttl,
+		Client: cli, Name: managerName, ID: id, LeaseTTL: leaseTTL,
 		GracefulShutdownTimeout: 10 * time.Second,
 		HealthProbeAddr:         "127.0.0.1:0",
 		Sharding:                &manager.ShardingOptions{Shards: shards, DrainTimeout: 5 * time.Second},

@@ -3,7 +3,6 @@ package lock
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 
 	"github.com/go-logr/logr"
@@ -67,8 +66,8 @@ func checkTTL(ttl int) (int, error) {
 	if ttl == 0 {
 		return DefaultTTL, nil
 	}
-	if ttl < MinTTL {
-		return ttl, fmt.Errorf("lock: TTL must be at least %d seconds, got %d", MinTTL, ttl)
+	if err := lease.CheckTTL("lock: TTL", ttl, MinTTL); err != nil {
+		return ttl, err
 	}
 	return ttl, nil
 }

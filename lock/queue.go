@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdkit/etcdkit/internal/etcderr"
 	"github.com/etcdkit/etcdkit/internal/lease"
 )
 
@@ -107,6 +108,11 @@ func (q queue) acquire(ctx context.Context, sess *lease.Session, myKey string, s
 	defer stop()
 
 	h, blocker, hdrRev, err := q.enqueue(ctx, sess, myKey, shared)
+	if err != nil && etcderr.IsPermanent(err) {
+		// etcd refused the whole transaction (a denied permission): no entry was made, and
+		// a delete of it, refused too, would abandon a session other locks may share.
+		return nil, false, err
+	}
 	if err == nil && blocker != nil {
 		if try {
 			q.remove(ctx, sess, myKey)

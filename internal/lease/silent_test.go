@@ -3,7 +3,6 @@ package lease_test
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -17,143 +16,15 @@ import (
 	"github.com/etcdkit/etcdkit/test/etcdtest"
 )
 
-// silentProxy forwards TCP connections to an etcd endpoint and can stop forwarding in
-// either direction while it keeps every connection open, as a member that is paused
-// (SIGSTOP) would: the client's connection stays ready, and its requests go unanswered.
-type silentProxy struct {
-	ln     net.Listener
-	target string
-	wg     sync.WaitGroup // the accept loop and the copy goroutines
-
-	mu       sync.Mutex
-	changed  *sync.Cond // broadcast when the directions or closed change
-	toEtcd   bool       // forward the client's requests
-	toClient bool       // forward etcd's answers
-	closed   bool
-	conns    map[net.Conn]struct{}
-	answers  int // reads forwarded from etcd to the client
-	held     int // reads held back
-}
-
-// newSilentProxy forwards to endpoint (a URL such as http://127.0.0.1:2379) in both
-// directions until told otherwise.
-func newSilentProxy(endpoint string) (*silentProxy, error) {
-	target := strings.TrimPrefix(endpoint, "http://")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	p := &silentProxy{ln: ln, target: target, toEtcd: true, toClient: true, conns: map[net.Conn]struct{}{}}
-	p.changed = sync.NewCond(&p.mu)
-	p.wg.Add(1)
-	// The accept loop ends when Close closes the listener.
-	go p.accept()
-	return p, nil
-}
-
-// Endpoint is the proxy's URL.
-func (p *silentProxy) Endpoint() string { return "http://" + p.ln.Addr().String() }
-
-// forward sets what the proxy forwards: the client's requests, etcd's answers.
-func (p *silentProxy) forward(toEtcd, toClient bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.toEtcd, p.toClient = toEtcd, toClient
-	p.changed.Broadcast()
-}
-
-func (p *silentProxy) accept() {
-	defer p.wg.Done()
-	for {
-		in, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		out, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = in.Close()
-			continue
-		}
-		p.mu.Lock()
-		if p.closed {
-			p.mu.Unlock()
-			_, _ = in.Close(), out.Close()
-			continue
-		}
-		p.conns[in], p.conns[out] = struct{}{}, struct{}{}
-		p.mu.Unlock()
-		p.wg.Add(2)
-		// Each copy goroutine ends when either side is closed (by a peer or Close).
-		go p.pipe(out, in, func() bool { return p.toEtcd }, nil)
-		go p.pipe(in, out, func() bool { return p.toClient }, &p.answers)
-	}
-}
-
-// pipe copies src to dst, holding what it read while open says no, and counts the reads
-// it forwards in *count when count is not nil.
-func (p *silentProxy) pipe(dst, src net.Conn, open func() bool, count *int) {
-	defer p.wg.Done()
-	defer dst.Close()
-	defer src.Close()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			p.mu.Lock()
-			if !open() {
-				p.held++
-			}
-			for !open() && !p.closed {
-				p.changed.Wait()
-			}
-			closed := p.closed
-			if count != nil {
-				*count++
-			}
-			p.mu.Unlock()
-			if closed {
-				return
-			}
-			if _, err := dst.Write(buf[:n]); err != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// counts returns how many reads the proxy forwarded from etcd to the client, and how many
-// it held back.
-func (p *silentProxy) counts() (answers, held int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.answers, p.held
-}
-
-// Close cuts every connection, stops listening and waits for the proxy's goroutines.
-func (p *silentProxy) Close() {
-	_ = p.ln.Close()
-	p.mu.Lock()
-	p.closed = true
-	p.changed.Broadcast()
-	for c := range p.conns {
-		_ = c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-}
-
 // throughProxies returns a client of c's member 0 through n silent proxies, all
 // forwarding, once the client has had answers through each; both are closed when the test
 // ends.
-func throughProxies(t *testing.T, c *etcdtest.Cluster, n int) (*clientv3.Client, []*silentProxy) {
+func throughProxies(t *testing.T, c *etcdtest.Cluster, n int) (*clientv3.Client, []*etcdtest.SilentProxy) {
 	t.Helper()
-	var ps []*silentProxy
+	var ps []*etcdtest.SilentProxy
 	var eps []string
 	for range n {
-		p, err := newSilentProxy(c.Endpoint(0))
+		p, err := etcdtest.NewSilentProxy(c.Endpoint(0))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -174,7 +45,7 @@ func throughProxies(t *testing.T, c *etcdtest.Cluster, n int) (*clientv3.Client,
 			t.Fatal(err)
 		}
 		for _, p := range ps {
-			if answers, _ := p.counts(); answers < 3 {
+			if answers, _ := p.Counts(); answers < 3 {
 				return false
 			}
 		}
@@ -189,8 +60,8 @@ func throughProxies(t *testing.T, c *etcdtest.Cluster, n int) (*clientv3.Client,
 func TestGrantsAndRenewsPastMembersThatDoNotAnswer(t *testing.T) {
 	c := etcdtest.New(t)
 	cli, ps := throughProxies(t, c, 3)
-	ps[0].forward(false, false)
-	ps[1].forward(false, false)
+	ps[0].Forward(false, false)
+	ps[1].Forward(false, false)
 
 	const ttl = 2
 	asked := time.Now()
@@ -213,12 +84,12 @@ func TestGrantsAndRenewsPastMembersThatDoNotAnswer(t *testing.T) {
 		return s.Deadline().After(first.Add(3 * ttl * time.Second))
 	})
 	for _, p := range ps[:2] {
-		if _, held := p.counts(); held == 0 {
+		if _, held := p.Counts(); held == 0 {
 			t.Errorf("%s kept no request", p.Endpoint())
 		}
 	}
-	ps[0].forward(true, true)
-	ps[1].forward(true, true)
+	ps[0].Forward(true, true)
+	ps[1].Forward(true, true)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +129,7 @@ func TestGrantGivesUpAfterTheTTL(t *testing.T) {
 	c := etcdtest.New(t)
 	cli, ps := throughProxies(t, c, 2)
 	for _, p := range ps {
-		p.forward(false, false)
+		p.Forward(false, false)
 	}
 	const ttl = 2
 	s, err := lease.Grant(context.Background(), cli, ttl, logr.Discard())
@@ -270,6 +141,6 @@ func TestGrantGivesUpAfterTheTTL(t *testing.T) {
 		t.Fatalf("err = %v, want the attempts' deadline and no answer within the TTL", err)
 	}
 	for _, p := range ps {
-		p.forward(true, true)
+		p.Forward(true, true)
 	}
 }

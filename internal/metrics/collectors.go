@@ -6,84 +6,85 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Refusals is etcdkit_permanent_error: for each component of a manager, 1 while etcd
-// refuses it with a permanent error (a denied permission, a failed authentication, a
-// refused certificate) and 0 otherwise. It reads the components' state at every scrape.
-type Refusals struct {
+// funcVec is a series with one label whose values a function reports at every scrape: the
+// state of components the registry does not own (sources, an election).
+type funcVec struct {
 	desc *prometheus.Desc
+	typ  prometheus.ValueType
 
-	mu    sync.Mutex
-	check func() map[string]error // component -> its permanent error, nil while none
+	mu   sync.Mutex
+	read func() map[string]float64 // label value -> value
 }
 
-func newRefusals() *Refusals {
-	return &Refusals{desc: prometheus.NewDesc("etcdkit_permanent_error",
-		"1 while etcd refuses the component with an error that only an operator can mend (permission denied, authentication failed)",
-		[]string{"component"}, nil)}
+func newFuncVec(name, help, label string, typ prometheus.ValueType) *funcVec {
+	return &funcVec{desc: prometheus.NewDesc(name, help, []string{label}, nil), typ: typ}
 }
 
-// Watch sets the function that reports each component's permanent error.
-func (r *Refusals) Watch(check func() map[string]error) {
-	r.mu.Lock()
-	r.check = check
-	r.mu.Unlock()
+func (f *funcVec) watch(read func() map[string]float64) {
+	f.mu.Lock()
+	f.read = read
+	f.mu.Unlock()
 }
 
 // Describe implements prometheus.Collector.
-func (r *Refusals) Describe(ch chan<- *prometheus.Desc) { ch <- r.desc }
+func (f *funcVec) Describe(ch chan<- *prometheus.Desc) { ch <- f.desc }
 
 // Collect implements prometheus.Collector.
-func (r *Refusals) Collect(ch chan<- prometheus.Metric) {
-	r.mu.Lock()
-	check := r.check
-	r.mu.Unlock()
-	if check == nil {
+func (f *funcVec) Collect(ch chan<- prometheus.Metric) {
+	f.mu.Lock()
+	read := f.read
+	f.mu.Unlock()
+	if read == nil {
 		return
 	}
-	for component, err := range check() {
-		v := 0.0
-		if err != nil {
-			v = 1
-		}
-		ch <- prometheus.MustNewConstMetric(r.desc, prometheus.GaugeValue, v, component)
+	for label, v := range read() {
+		ch <- prometheus.MustNewConstMetric(f.desc, f.typ, v, label)
 	}
+}
+
+// Refusals is etcdkit_permanent_error: for each component of a manager, 1 while etcd
+// refuses it with a permanent error (a denied permission, a failed authentication, a
+// refused certificate) and 0 otherwise. It reads the components' state at every scrape.
+type Refusals struct{ *funcVec }
+
+func newRefusals() *Refusals {
+	return &Refusals{newFuncVec("etcdkit_permanent_error",
+		"1 while etcd refuses the component with an error that only an operator can mend (permission denied, authentication failed)",
+		"component", prometheus.GaugeValue)}
+}
+
+// Watch sets the function that reports each component's permanent error (nil while none).
+func (r *Refusals) Watch(check func() map[string]error) {
+	r.watch(func() map[string]float64 {
+		out := map[string]float64{}
+		for component, err := range check() {
+			out[component] = 0
+			if err != nil {
+				out[component] = 1
+			}
+		}
+		return out
+	})
 }
 
 // Relists is etcdkit_source_relists_total: per watched prefix, how often its sources listed
 // it again because etcd had compacted the history their watch needed. It reads the sources'
 // counts at every scrape.
-type Relists struct {
-	desc *prometheus.Desc
-
-	mu    sync.Mutex
-	count func() map[string]int // prefix -> relists so far
-}
+type Relists struct{ *funcVec }
 
 func newRelists() *Relists {
-	return &Relists{desc: prometheus.NewDesc("etcdkit_source_relists_total",
+	return &Relists{newFuncVec("etcdkit_source_relists_total",
 		"Relists of a watched prefix after etcd compacted the history its watch needed",
-		[]string{"prefix"}, nil)}
+		"prefix", prometheus.CounterValue)}
 }
 
 // Watch sets the function that counts each prefix's relists.
 func (r *Relists) Watch(count func() map[string]int) {
-	r.mu.Lock()
-	r.count = count
-	r.mu.Unlock()
-}
-
-// Describe implements prometheus.Collector.
-func (r *Relists) Describe(ch chan<- *prometheus.Desc) { ch <- r.desc }
-
-// Collect implements prometheus.Collector.
-func (r *Relists) Collect(ch chan<- prometheus.Metric) {
-	r.mu.Lock()
-	count := r.count
-	r.mu.Unlock()
-	if count == nil {
-		return
-	}
-	for prefix, n := range count() {
-		ch <- prometheus.MustNewConstMetric(r.desc, prometheus.CounterValue, float64(n), prefix)
-	}
+	r.watch(func() map[string]float64 {
+		out := map[string]float64{}
+		for prefix, n := range count() {
+			out[prefix] = float64(n)
+		}
+		return out
+	})
 }

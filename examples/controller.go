@@ -81,10 +81,11 @@ func (r *jobReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 	if _, err := r.statuses.Update(ctx, statusKey, &next, st.ModRevision); err != nil {
 		return reconcile.Result{}, err
 	}
-	if next.Phase == "Running" {
-		return reconcile.Result{RequeueAfter: time.Duration(spec.Value.StepMillis) * time.Millisecond}, nil
+	if next.Phase == "Succeeded" {
+		return reconcile.Result{}, nil
 	}
-	return reconcile.Result{Requeue: next.Phase != "Succeeded"}, nil
+	// Pending or Running: the next step is due after the job's step time.
+	return reconcile.Result{RequeueAfter: max(time.Duration(spec.Value.StepMillis)*time.Millisecond, time.Millisecond)}, nil
 }
 
 // runController runs a small jobs controller in a manager: users write desired states,

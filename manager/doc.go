@@ -14,6 +14,23 @@
 // flight, the other runnables end, the replica resigns, revokes its leases, and the
 // servers close. No goroutine outlives Start.
 //
+// Elected returns a channel closed when the replica is first elected (at once with
+// DisableLeaderElection), as controller-runtime's Manager.Elected.
+//
+// # Probes
+//
+// HealthProbeAddr serves /healthz for a liveness probe and /readyz for a readiness probe.
+// /healthz checks the process only: with no check added (AddHealthzCheck) it serves a
+// "ping" that passes whenever the server answers, so that an etcd outage, which every
+// replica sees at once, does not restart them all. /readyz runs the built-in checks
+// "etcd" (etcd answers within 800 ms), "session" (the replica's session is alive, with
+// leader election), "caches" (the controllers have their initial lists) and "refusals"
+// (etcd refuses no component for good, see Refusals), then those added with
+// AddReadyzCheck. Each answers 200 "ok" when its checks pass, and otherwise 500 (/healthz)
+// or 503 (/readyz) with a line per check, "[+]name ok" or "[-]name failed: error", as
+// Kubernetes does; ?verbose lists the checks when they pass too, ?exclude=name skips one,
+// and /healthz/<name> and /readyz/<name> run one check.
+//
 // # Leader-only controllers
 //
 // With leader election on, a controller reconciles only on the leader: its sources run and

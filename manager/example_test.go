@@ -2,7 +2,12 @@ package manager_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/etcdkit/etcdkit/manager"
@@ -128,5 +133,74 @@ func Example_sharding() {
 	// Output:
 	// true
 	// stopped: <nil>
+	// stopped: <nil>
+}
+
+// A manager serves /healthz for a liveness probe and /readyz for a readiness probe, each
+// with checks of its own, and closes Elected once the replica leads.
+func Example_probes() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := etcdtest.Start(ctx)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+
+	mgr, err := manager.New(manager.Options{
+		Client: c.Client(), Name: "jobs", ID: "replica-1", LeaseTTL: 5, HealthProbeAddr: "127.0.0.1:0",
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	var loaded atomic.Bool
+	err = errors.Join(
+		mgr.AddHealthzCheck("ping", manager.Ping),
+		mgr.AddReadyzCheck("loaded", func(*http.Request) error {
+			if !loaded.Load() {
+				return errors.New("still loading")
+			}
+			return nil
+		}),
+	)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	show := func(path string) {
+		resp, err := http.Get("http://" + mgr.HealthProbeAddr() + path)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		fmt.Printf("%s %d\n%s\n", path, resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	stopped := make(chan error)
+	go func() { stopped <- mgr.Start(runCtx) }()
+
+	<-mgr.Elected()
+	show("/healthz")
+	show("/readyz")
+	loaded.Store(true)
+	show("/readyz")
+	stop()
+	fmt.Println("stopped:", <-stopped)
+	// Output:
+	// /healthz 200
+	// ok
+	// /readyz 503
+	// [+]etcd ok
+	// [+]session ok
+	// [+]caches ok
+	// [+]refusals ok
+	// [-]loaded failed: still loading
+	// readyz check failed
+	// /readyz 200
+	// ok
 	// stopped: <nil>
 }

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -40,9 +39,14 @@ type Manager struct {
 	started     bool
 	healthAddr  string // bound addresses, set by Start
 	metricsAddr string
-	synced      bool // every controller has its initial lists
-	campaigning bool // the election runs (its first session may take a moment)
-	elected     chan struct{}
+	synced      bool          // every controller has its initial lists
+	campaigning bool          // the election runs (its first session may take a moment)
+	elected     chan struct{} // a signal per term, for leadTerms
+
+	firstElected chan struct{} // closed at the first election: see Elected
+	electedOnce  sync.Once
+	healthChecks []namedCheck // added with AddHealthzCheck
+	readyChecks  []namedCheck // added with AddReadyzCheck
 }
 
 // New validates opts, connects to etcd (or uses opts.Client) and checks within the dial
@@ -51,7 +55,13 @@ func New(opts Options) (*Manager, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	m := &Manager{opts: opts, log: opts.Logger.WithValues("manager", opts.Name, "replica", opts.ID), elected: make(chan struct{}, 1)}
+	m := &Manager{
+		opts: opts, log: opts.Logger.WithValues("manager", opts.Name, "replica", opts.ID),
+		elected: make(chan struct{}, 1), firstElected: make(chan struct{}),
+	}
+	if opts.DisableLeaderElection {
+		m.markElected()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), opts.DialTimeout)
 	defer cancel()
 	if opts.Client != nil {
@@ -120,8 +130,18 @@ func (m *Manager) IsLeader() bool { return m.election == nil || m.election.IsLea
 // Election returns the manager's election, or nil when leader election is off.
 func (m *Manager) Election() *election.Election { return m.election }
 
-// HealthProbeAddr returns the address /healthz and /readyz are served on, once Start has
-// bound it ("" before, or when not served).
+// Elected returns a channel that is closed when this replica is elected leader for the
+// first time, as controller-runtime's Manager.Elected, for work that must wait for the
+// leadership (leader runnables wait by themselves). With DisableLeaderElection it is
+// closed from New on. It stays closed when the leadership ends (IsLeader tells whether this
+// replica leads now), and is never closed for a replica that never leads.
+func (m *Manager) Elected() <-chan struct{} { return m.firstElected }
+
+// markElected closes the channel of Elected, once.
+func (m *Manager) markElected() { m.electedOnce.Do(func() { close(m.firstElected) }) }
+
+// HealthProbeAddr returns the address /healthz and /readyz (see AddHealthzCheck and
+// AddReadyzCheck) are served on, once Start has bound it ("" before, or when not served).
 func (m *Manager) HealthProbeAddr() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -257,13 +277,14 @@ func (m *Manager) Start(ctx context.Context) error {
 			case m.elected <- struct{}{}:
 			default:
 			}
+			m.markElected()
 		})
 		m.election.OnDefeat(func() {
 			m.log.Info("leadership ended")
 			m.metrics.Leader.Set(0)
 		})
 		campaign.run(fail, func(ctx context.Context) error {
-			// Healthz checks the session once the first one exists.
+			// The readiness check "session" applies once the first session exists.
 			for !m.election.SessionAlive() {
 				if !etcdutil.Sleep(ctx, 10*time.Millisecond) {
 					return nil
@@ -435,8 +456,13 @@ func (m *Manager) serveHTTP() ([]*http.Server, error) {
 	}
 	if m.opts.HealthProbeAddr != "" {
 		mux := siteFor(m.opts.HealthProbeAddr)
-		mux.HandleFunc("/healthz", m.healthz)
-		mux.HandleFunc("/readyz", m.readyz)
+		for _, p := range []probe{
+			{kind: "healthz", failed: http.StatusInternalServerError, checks: m.livenessChecks},
+			{kind: "readyz", failed: http.StatusServiceUnavailable, checks: m.readinessChecks},
+		} {
+			mux.HandleFunc("/"+p.kind, p.serve)
+			mux.HandleFunc("/"+p.kind+"/{name}", p.serveOne)
+		}
 	}
 	if m.sharder != nil {
 		addr := m.opts.HealthProbeAddr
@@ -482,50 +508,13 @@ func (m *Manager) stopHTTP(servers []*http.Server) {
 	}
 }
 
-// healthz answers 200 while etcd answers this replica and, once it campaigns, its session
-// is alive.
-func (m *Manager) healthz(w http.ResponseWriter, r *http.Request) {
-	if err := etcdutil.CheckReachable(r.Context(), m.client, time.Second); err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	m.mu.Lock()
-	campaigning := m.campaigning
-	m.mu.Unlock()
-	if campaigning && !m.election.SessionAlive() {
-		http.Error(w, "the replica's session (lease) is not alive", http.StatusInternalServerError)
-		return
-	}
-	_, _ = w.Write([]byte("ok\n"))
-}
-
-// readyz answers 200 once every controller has its initial lists, while etcd refuses none
-// of the replica's components with a permanent error (see Refusals).
-func (m *Manager) readyz(w http.ResponseWriter, _ *http.Request) {
-	m.mu.Lock()
-	synced := m.synced
-	m.mu.Unlock()
-	if refused := m.Refusals(); len(refused) > 0 {
-		var b strings.Builder
-		for _, err := range refused {
-			fmt.Fprintf(&b, "%v\n", err)
-		}
-		http.Error(w, b.String(), http.StatusServiceUnavailable)
-		return
-	}
-	if !synced {
-		http.Error(w, "controllers' caches are not synced yet", http.StatusServiceUnavailable)
-		return
-	}
-	_, _ = w.Write([]byte("ok\n"))
-}
-
 // Refusals returns the permanent errors with which etcd refuses this replica's components
 // now (a denied permission on a watched prefix or on the manager's keyspace, a failed
 // authentication), sorted by component: errors that only an operator can mend, by changing
 // the user's roles. The components go on retrying every few seconds, so that a mended role
-// is picked up without a restart. /readyz fails and etcdkit_permanent_error is 1 while any
-// is present; each is also logged at the default level.
+// is picked up without a restart. The readiness check "refusals" fails and
+// etcdkit_permanent_error is 1 while any is present; each is also logged at the default
+// level.
 func (m *Manager) Refusals() []error {
 	byComponent := m.refusals()
 	names := make([]string, 0, len(byComponent))

@@ -64,7 +64,10 @@ type Options struct {
 	DisableLeaderElection bool
 
 	// HealthProbeAddr is where /healthz and /readyz are served, e.g. ":8081" or
-	// "127.0.0.1:0" (a free port; see Manager.HealthProbeAddr). Default "": not served.
+	// "127.0.0.1:0" (a free port; see Manager.HealthProbeAddr). /healthz, for a liveness
+	// probe, checks the process only; /readyz, for a readiness probe, checks that etcd
+	// answers, the session, the controllers' caches and etcd's refusals (see
+	// Manager.AddHealthzCheck and Manager.AddReadyzCheck). Default "": not served.
 	HealthProbeAddr string
 	// MetricsAddr is where /metrics is served. It may equal HealthProbeAddr: one server
 	// then serves all. Default "": not served.

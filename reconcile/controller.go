@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -65,6 +66,11 @@ type Options struct {
 	GracefulShutdownTimeout time.Duration
 	// SyncTimeout bounds the wait for the sources' initial lists. Default 2 min.
 	SyncTimeout time.Duration
+	// EventFilters judge the events of every source of the controller, after the source's
+	// own predicates and before the event handler; all must pass. They judge the
+	// controller's resyncs (Resync, ResyncWhere) as well: package source says how each
+	// built-in treats a resync. Default: none.
+	EventFilters []source.Predicate
 	// Gate admits requests and gives their fence. Default: every request, unfenced.
 	Gate Gate
 	// Logger receives the controller's logs. Default: discarded.
@@ -107,6 +113,12 @@ func New(opts Options, r Reconciler) (*Controller, error) {
 	if opts.ReconcileTimeout < 0 || opts.GracefulShutdownTimeout < 0 || opts.BaseDelay < 0 || opts.MaxDelay < 0 || opts.SyncTimeout < 0 {
 		return nil, fmt.Errorf("reconcile: controller %q: durations must not be negative", opts.Name)
 	}
+	for i, p := range opts.EventFilters {
+		if p == nil {
+			return nil, fmt.Errorf("reconcile: controller %q: EventFilters[%d] is nil (a nil predicate, or an And, Or, Not, KeyMatches or NewPredicateFuncs given a nil argument)", opts.Name, i)
+		}
+	}
+	opts.EventFilters = slices.Clone(opts.EventFilters)
 	if opts.MaxConcurrentReconciles == 0 {
 		opts.MaxConcurrentReconciles = DefaultMaxConcurrentReconciles
 	}
@@ -144,9 +156,9 @@ func New(opts Options, r Reconciler) (*Controller, error) {
 // Name returns the controller's name.
 func (c *Controller) Name() string { return c.name }
 
-// Watch feeds the controller from src: every event passes through h (EnqueueKey when nil)
-// and the requests it returns are queued. Watch must be called before Start; Start runs
-// the source.
+// Watch feeds the controller from src: every event that passes the source's predicates
+// and the controller's EventFilters goes through h (EnqueueKey when nil), and the requests
+// it returns are queued. Watch must be called before Start; Start runs the source.
 func (c *Controller) Watch(src *source.Source, h EventHandler) error {
 	if src == nil {
 		return fmt.Errorf("reconcile: controller %q: source must not be nil", c.name)
@@ -204,24 +216,44 @@ func (c *Controller) Queued() []Request {
 // QueueLen is the number of requests waiting for a worker.
 func (c *Controller) QueueLen() int { return c.queue.Len() }
 
-// Resync queues every key that the sources' caches hold, through the handlers, as the
-// initial lists did: a level-triggered pass over the whole state. A gate calls it when it
-// starts admitting requests that it dropped before.
+// Resync queues every key that the sources' caches hold, as the initial lists did: a
+// level-triggered pass over the whole state. Each cached key becomes a resync event, a Put
+// with Initial set, PrevKV nil and KV the cached state (see source.Event.IsResync), which
+// passes through the source's predicates, the controller's EventFilters and the handler
+// as a live event would: key and value filters drop the keys they drop live, change
+// filters let it through. A gate calls it when it starts admitting requests that it
+// dropped before.
 func (c *Controller) Resync() { c.ResyncWhere(nil) }
 
 // ResyncWhere is Resync for the requests that keep returns true for (all when keep is nil):
-// a sharded gate resyncs the keys of one shard when it claims it.
+// a sharded gate resyncs the keys of one shard when it claims it. keep judges the requests
+// that the filters and the handler make of the resync events.
 func (c *Controller) ResyncWhere(keep func(Request) bool) {
 	c.mu.Lock()
 	watches := append([]watch(nil), c.watches...)
 	c.mu.Unlock()
 	for _, w := range watches {
 		for _, kv := range w.src.List("") {
-			for _, req := range w.h(source.Event{Type: source.Put, Key: string(kv.Key), KV: kv, Initial: true}) {
-				if keep == nil || keep(req) {
-					c.add(req)
-				}
+			e := source.Event{Type: source.Put, Key: string(kv.Key), KV: kv, Initial: true}
+			if w.src.Accepts(e) {
+				c.handle(w, e, keep)
 			}
+		}
+	}
+}
+
+// handle passes e, which the source's predicates have passed, through the controller's
+// event filters and w's handler, and queues the requests that keep (nil: all) returns true
+// for.
+func (c *Controller) handle(w watch, e source.Event, keep func(Request) bool) {
+	for _, p := range c.opts.EventFilters {
+		if !p(e) {
+			return
+		}
+	}
+	for _, req := range w.h(e) {
+		if keep == nil || keep(req) {
+			c.add(req)
 		}
 	}
 }
@@ -261,11 +293,7 @@ func (c *Controller) Start(ctx context.Context) error {
 		srcWG.Add(1)
 		go func() {
 			defer srcWG.Done()
-			err := w.src.Run(srcCtx, func(e source.Event) {
-				for _, req := range w.h(e) {
-					c.add(req)
-				}
-			})
+			err := w.src.Run(srcCtx, func(e source.Event) { c.handle(w, e, nil) })
 			if err != nil && srcCtx.Err() == nil {
 				srcFailed <- fmt.Errorf("reconcile: controller %q: source %s: %w", c.name, w.src.Prefix(), err)
 				stopSources()

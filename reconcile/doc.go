@@ -15,11 +15,23 @@
 //     it is a TerminalError;
 //   - Result.RequeueAfter reconciles the key again after that delay (the earliest of several
 //     pending delays wins);
-//   - Result.Requeue reconciles it again with backoff;
+//   - Result.Requeue (deprecated: use RequeueAfter, or return an error) reconciles it again
+//     with backoff;
 //   - otherwise the key's backoff is forgotten.
 //
 // A panic in a Reconciler is recovered and handled as an error. Every reconcile's context
 // carries a logger with the key and a reconcile id (LoggerFrom), and the fence of the
 // process's ownership (store.FenceFrom), so that store writes made in it are refused once
 // the ownership is lost.
+//
+// # Event filters
+//
+// A source's predicates (source.Options.Predicates) and the controller's EventFilters
+// decide which events reach the event handlers, both made of source.Predicate values. A
+// resync (Controller.Resync when a gate starts admitting again, as a new leader does;
+// ResyncWhere when a shard is claimed) turns every cached key into a resync event, a Put
+// with Initial set and PrevKV nil, and puts it through the same predicates and filters:
+// a key or value filter drops the same keys on a resync as live, and a change filter such
+// as source.ValueChanged lets every resync through, so that no key that the previous owner
+// left unreconciled is skipped (see package source for each built-in).
 package reconcile

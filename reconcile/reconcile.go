@@ -18,7 +18,11 @@ func (r Request) String() string { return r.Key }
 
 // Result says whether and when to reconcile the key again.
 type Result struct {
-	// Requeue reconciles the key again after its backoff.
+	// Requeue reconciles the key again after its backoff (per-key exponential, as after an
+	// error).
+	//
+	// Deprecated: use RequeueAfter, which says when to look again, or return an error to
+	// retry with backoff, as controller-runtime recommends. Requeue keeps working as before.
 	Requeue bool
 	// RequeueAfter, when positive, reconciles the key again after this delay; it takes
 	// precedence over Requeue.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -52,25 +53,15 @@ type Event struct {
 	KV *mvccpb.KeyValue
 	// PrevKV is the key's previous state when known (nil for keys first seen in a list).
 	PrevKV *mvccpb.KeyValue
-	// Initial is true for events synthesised from a list (the initial one or a relist)
-	// rather than received from the watch.
+	// Initial is true for events synthesised from a list (the initial one or a relist),
+	// or from a controller's cache when it resyncs, rather than received from the watch
+	// (see IsResync).
 	Initial bool
 }
 
 // Handler receives the events of a source. It runs on the source's goroutine and must not
 // block.
 type Handler func(Event)
-
-// Predicate decides whether an event reaches the handler.
-type Predicate func(Event) bool
-
-// ValueChanged passes deletes and puts whose value differs from the previous one, dropping
-// writes that changed only the revision.
-func ValueChanged() Predicate {
-	return func(e Event) bool {
-		return e.Type == Delete || e.PrevKV == nil || !bytes.Equal(e.PrevKV.Value, e.KV.Value)
-	}
-}
 
 // Options configure a Source. The zero value is valid except for what New requires.
 type Options struct {
@@ -80,7 +71,8 @@ type Options struct {
 	// before it and every event from it on is delivered. If that history was compacted the
 	// source falls back to a list at the current revision. Default 0: list now, watch after.
 	StartRevision int64
-	// Predicates filter events before the handler; all must pass.
+	// Predicates filter events before the handler; all must pass. A controller applies
+	// them to its resyncs of the source's keys as well (see Predicate).
 	Predicates []Predicate
 	// MinBackoff and MaxBackoff bound the wait before a broken watch is opened again.
 	// Defaults DefaultMinBackoff and DefaultMaxBackoff.
@@ -134,6 +126,10 @@ func New(client *clientv3.Client, prefix string, opts Options) (*Source, error) 
 	if opts.StartRevision < 0 {
 		return nil, fmt.Errorf("source: StartRevision must not be negative, got %d", opts.StartRevision)
 	}
+	if err := checkPredicates("Options.Predicates", opts.Predicates); err != nil {
+		return nil, fmt.Errorf("source %s: %w", prefix, err)
+	}
+	opts.Predicates = slices.Clone(opts.Predicates)
 	if opts.PageSize == 0 {
 		opts.PageSize = DefaultPageSize
 	}

@@ -132,7 +132,13 @@ func (m *Manager) Set(ctx context.Context, key string, value any) error {
 	if m.isClosed() {
 		return ErrClosed
 	}
-	resp, err := m.client.Put(ctx, m.prefix+key, string(raw))
+	// A put of the same value again is harmless: it is retried through etcd's transient
+	// errors.
+	var resp *clientv3.PutResponse
+	err = etcdutil.RetryTransient(ctx, func() (err error) {
+		resp, err = m.client.Put(ctx, m.prefix+key, string(raw))
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("config: setting %q (%s): %w", key, m.prefix+key, err)
 	}
@@ -148,7 +154,11 @@ func (m *Manager) Delete(ctx context.Context, key string) error {
 	if m.isClosed() {
 		return ErrClosed
 	}
-	resp, err := m.client.Delete(ctx, m.prefix+key)
+	var resp *clientv3.DeleteResponse
+	err := etcdutil.RetryTransient(ctx, func() (err error) {
+		resp, err = m.client.Delete(ctx, m.prefix+key)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("config: deleting %q (%s): %w", key, m.prefix+key, err)
 	}

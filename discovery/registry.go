@@ -266,7 +266,12 @@ func (r *Registry) publish(ctx context.Context, reg *registration) error {
 	healthy := reg.healthy
 	reg.mu.Unlock()
 	if healthy {
-		if _, err := r.client.Put(ctx, reg.key, reg.value, clientv3.WithLease(grant.ID)); err != nil {
+		// The same put again is harmless: it is retried through etcd's transient errors.
+		err := etcdutil.RetryTransient(ctx, func() error {
+			_, err := r.client.Put(ctx, reg.key, reg.value, clientv3.WithLease(grant.ID))
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("putting %s: %w", reg.key, err)
 		}
 	}
@@ -332,7 +337,11 @@ func (r *Registry) Deregister(ctx context.Context, name, id string) error {
 			}
 		}
 	}
-	if _, err := r.client.Delete(ctx, key); err != nil {
+	err := etcdutil.RetryTransient(ctx, func() error {
+		_, err := r.client.Delete(ctx, key)
+		return err
+	})
+	if err != nil {
 		errs = append(errs, fmt.Errorf("deleting %s: %w", key, err))
 	}
 	if err := errors.Join(errs...); err != nil {

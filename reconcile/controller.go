@@ -58,9 +58,14 @@ type Options struct {
 	MaxConcurrentReconciles int
 	// ReconcileTimeout, when positive, bounds each reconcile's context. Default: none.
 	ReconcileTimeout time.Duration
-	// BaseDelay and MaxDelay bound the per-key backoff after errors. Defaults 5 ms and
-	// 1000 s.
+	// BaseDelay and MaxDelay bound the per-key backoff of the default RateLimiter.
+	// Defaults 5 ms and 1000 s. They cannot be set together with RateLimiter.
 	BaseDelay, MaxDelay time.Duration
+	// RateLimiter decides how long a request waits before a retry, after an error or a
+	// Result.Requeue. Default: DefaultRateLimiter with BaseDelay and MaxDelay, the longer
+	// of a per-key exponential backoff and DefaultRetryQPS retries a second for the whole
+	// controller, with bursts of DefaultRetryBurst.
+	RateLimiter RateLimiter
 	// GracefulShutdownTimeout is how long Start waits, after its context ends, for
 	// reconciles in flight before it cancels their contexts. Default 30 s.
 	GracefulShutdownTimeout time.Duration
@@ -79,7 +84,11 @@ type Options struct {
 	Metrics *metrics.Registry
 }
 
-// Controller runs a Reconciler for the requests its sources produce.
+// Controller runs a Reconciler for the requests its sources produce. A live change is
+// handed to a worker before the backlog of a resync (an initial list, a relist, Resync,
+// ResyncWhere) and before other live changes that came later; while backlog waits, one of
+// its requests goes out after every 10 live ones in a row, so that it drains however
+// steady the changes. Retries and RequeueAfter count as live when they are due.
 type Controller struct {
 	name string
 	r    Reconciler
@@ -113,6 +122,9 @@ func New(opts Options, r Reconciler) (*Controller, error) {
 	if opts.ReconcileTimeout < 0 || opts.GracefulShutdownTimeout < 0 || opts.BaseDelay < 0 || opts.MaxDelay < 0 || opts.SyncTimeout < 0 {
 		return nil, fmt.Errorf("reconcile: controller %q: durations must not be negative", opts.Name)
 	}
+	if opts.RateLimiter != nil && (opts.BaseDelay != 0 || opts.MaxDelay != 0) {
+		return nil, fmt.Errorf("reconcile: controller %q: BaseDelay and MaxDelay configure the default RateLimiter: set them in the RateLimiter given instead", opts.Name)
+	}
 	for i, p := range opts.EventFilters {
 		if p == nil {
 			return nil, fmt.Errorf("reconcile: controller %q: EventFilters[%d] is nil (a nil predicate, or an And, Or, Not, KeyMatches or NewPredicateFuncs given a nil argument)", opts.Name, i)
@@ -127,6 +139,9 @@ func New(opts Options, r Reconciler) (*Controller, error) {
 	}
 	if opts.MaxDelay == 0 {
 		opts.MaxDelay = DefaultMaxDelay
+	}
+	if opts.RateLimiter == nil {
+		opts.RateLimiter = defaultRateLimiter(opts.BaseDelay, opts.MaxDelay)
 	}
 	if opts.GracefulShutdownTimeout == 0 {
 		opts.GracefulShutdownTimeout = DefaultGracefulShutdownTimeout
@@ -148,7 +163,7 @@ func New(opts Options, r Reconciler) (*Controller, error) {
 		log:  opts.Logger.WithValues("controller", opts.Name),
 		m:    m,
 	}
-	c.queue = workqueue.New[string](workqueue.Options{BaseDelay: opts.BaseDelay, MaxDelay: opts.MaxDelay}, m.Queue(opts.Name))
+	c.queue = workqueue.New(workqueue.Options[string]{RateLimiter: opts.RateLimiter}, m.Queue(opts.Name))
 	m.MaxConcurrentReconciles.WithLabelValues(opts.Name).Set(float64(opts.MaxConcurrentReconciles))
 	return c, nil
 }
@@ -192,15 +207,16 @@ func (c *Controller) Sources() []*source.Source {
 	return out
 }
 
-// Enqueue adds a request to the queue, as a source event would.
-func (c *Controller) Enqueue(req Request) { c.add(req) }
+// Enqueue adds a request to the queue, as a live source event would.
+func (c *Controller) Enqueue(req Request) { c.add(req, workqueue.Live) }
 
-// add queues req unless the gate is a Filter that does not want it.
-func (c *Controller) add(req Request) {
+// add queues req at priority p unless the gate is a Filter that does not want it. Live
+// requests go to workers before resync backlog: see handle.
+func (c *Controller) add(req Request, p workqueue.Priority) {
 	if f, ok := c.opts.Gate.(Filter); ok && !f.Wants(req) {
 		return
 	}
-	c.queue.Add(req.Key)
+	c.queue.AddWithPriority(req.Key, p)
 }
 
 // Queued returns a snapshot of the requests waiting for a worker or for their delay.
@@ -217,7 +233,7 @@ func (c *Controller) Queued() []Request {
 func (c *Controller) QueueLen() int { return c.queue.Len() }
 
 // Resync queues every key that the sources' caches hold, as the initial lists did: a
-// level-triggered pass over the whole state. Each cached key becomes a resync event, a Put
+// level-triggered pass over the whole state, queued behind live changes (see Controller). Each cached key becomes a resync event, a Put
 // with Initial set, PrevKV nil and KV the cached state (see source.Event.IsResync), which
 // passes through the source's predicates, the controller's EventFilters and the handler
 // as a live event would: key and value filters drop the keys they drop live, change
@@ -244,16 +260,24 @@ func (c *Controller) ResyncWhere(keep func(Request) bool) {
 
 // handle passes e, which the source's predicates have passed, through the controller's
 // event filters and w's handler, and queues the requests that keep (nil: all) returns true
-// for.
+// for. The requests of an event from a list (e.Initial: an initial list, a relist, a
+// Resync) are backlog: every request of a live event goes to a worker before them, but
+// for one backlog request after every workqueue.DefaultLiveBurst live ones in a row, so
+// that a resync drains under a steady stream of changes. A live event for a key queued as
+// backlog moves it up.
 func (c *Controller) handle(w watch, e source.Event, keep func(Request) bool) {
 	for _, p := range c.opts.EventFilters {
 		if !p(e) {
 			return
 		}
 	}
+	prio := workqueue.Live
+	if e.Initial {
+		prio = workqueue.Backlog
+	}
 	for _, req := range w.h(e) {
 		if keep == nil || keep(req) {
-			c.add(req)
+			c.add(req, prio)
 		}
 	}
 }

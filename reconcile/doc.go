@@ -10,9 +10,16 @@
 // many adds collapse into one. Reconciling is level-triggered: a Reconciler reads the
 // current state, never the event that woke it.
 //
+// Live changes go first: a key changed by a watch event (or due for a retry or a
+// RequeueAfter) is handed to a worker before the backlog of a resync (the initial list, a
+// relist, a new leadership, a claimed shard), in the order the changes came; while backlog
+// waits, at most ten live keys go out in a row, so that a resync drains under any stream of
+// changes.
+//
 // After a reconcile:
-//   - an error is retried with per-key exponential backoff (5 ms doubling, capped), unless
-//     it is a TerminalError;
+//   - an error is retried after what Options.RateLimiter says (by default client-go's: the
+//     longer of a per-key exponential backoff, 5 ms doubling, and an overall bucket of 10
+//     retries a second with a burst of 100), unless it is a TerminalError;
 //   - Result.RequeueAfter reconciles the key again after that delay (the earliest of several
 //     pending delays wins);
 //   - Result.Requeue (deprecated: use RequeueAfter, or return an error) reconciles it again

@@ -12,7 +12,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestAddsCollapseAndParkWhileProcessing(t *testing.T) {
-	q := New[string](Options{}, nil)
+	q := New[string](Options[string]{}, nil)
 	defer q.ShutDown()
 	q.Add("a")
 	q.Add("a")
@@ -40,11 +40,11 @@ func TestAddsCollapseAndParkWhileProcessing(t *testing.T) {
 	}
 }
 
-// TestNeverOnTwoWorkers hammers the queue from adders and workers and checks, with an
-// instrumented set, that no key is ever processed twice at once and that every key is
-// processed after its last Add.
+// TestNeverOnTwoWorkers hammers the queue from adders, at both priorities, and workers,
+// and checks, with an instrumented set, that no key is ever processed twice at once and
+// that every key is processed after its last Add.
 func TestNeverOnTwoWorkers(t *testing.T) {
-	q := New[int](Options{}, nil)
+	q := New[int](Options[int]{}, nil)
 	const keys, adds, workers = 20, 20000, 8
 	var (
 		mu        sync.Mutex
@@ -85,7 +85,7 @@ func TestNeverOnTwoWorkers(t *testing.T) {
 		mu.Lock()
 		lastAdd[k] = i
 		mu.Unlock()
-		q.Add(k)
+		q.AddWithPriority(k, Priority(rand.Intn(2))) // Live and Backlog adds, promotions among them
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -113,7 +113,7 @@ func TestNeverOnTwoWorkers(t *testing.T) {
 }
 
 func TestAddAfterWaitsAndEarliestWins(t *testing.T) {
-	q := New[string](Options{}, nil)
+	q := New[string](Options[string]{}, nil)
 	defer q.ShutDown()
 	start := time.Now()
 	q.AddAfter("k", 50*time.Millisecond)
@@ -147,34 +147,8 @@ func TestAddAfterWaitsAndEarliestWins(t *testing.T) {
 	}
 }
 
-func TestBackoffDoublesFromBaseAndIsCapped(t *testing.T) {
-	q := New[string](Options{BaseDelay: 5 * time.Millisecond, MaxDelay: 40 * time.Millisecond}, nil)
-	defer q.ShutDown()
-	want := []time.Duration{5, 10, 20, 40, 40, 40}
-	for n, w := range want {
-		if got := q.backoff(n); got != w*time.Millisecond {
-			t.Errorf("backoff after %d failures: want %s, got %s", n, w*time.Millisecond, got)
-		}
-	}
-	q.AddRateLimited("k")
-	q.AddRateLimited("k")
-	if got := q.NumRequeues("k"); got != 2 {
-		t.Fatalf("want 2 requeues, got %d", got)
-	}
-	q.Forget("k")
-	if got := q.NumRequeues("k"); got != 0 {
-		t.Fatalf("Forget must reset the count, got %d", got)
-	}
-	if d := New[int](Options{}, nil); d.backoff(0) != DefaultBaseDelay || d.backoff(100) != DefaultMaxDelay {
-		d.ShutDown()
-		t.Fatalf("defaults: want %s doubling to %s", DefaultBaseDelay, DefaultMaxDelay)
-	} else {
-		d.ShutDown()
-	}
-}
-
 func TestShutDownReleasesBlockedGets(t *testing.T) {
-	q := New[string](Options{}, nil)
+	q := New[string](Options[string]{}, nil)
 	q.AddAfter("never", time.Hour)
 	done := make(chan bool)
 	go func() { _, shutdown := q.Get(); done <- shutdown }()

@@ -39,7 +39,7 @@ func (m *Manager) handle(e source.Event) {
 		}
 	}
 	if e.Type == source.Delete {
-		m.decoded.Delete(e.Key)
+		m.decoded.Forget(e.Key)
 	}
 	var old, new []byte
 	if e.PrevKV != nil {

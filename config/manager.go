@@ -55,7 +55,7 @@ type Manager struct {
 
 	// decoded memoizes the decoding of cached values, by key: an entry serves while the
 	// cache holds the same revision of its key.
-	decoded sync.Map // string -> *entry
+	decoded source.Memo[*entry]
 }
 
 // NewManager returns a Manager of the values under prefix (a "/" is appended when missing:
@@ -260,13 +260,7 @@ func (m *Manager) lookup(ctx context.Context, key string) (*entry, error) {
 
 // entryOf returns the decoded entry of a cached key-value, decoding it once per revision.
 func (m *Manager) entryOf(kv *mvccpb.KeyValue) *entry {
-	key := string(kv.Key)
-	if e, ok := m.decoded.Load(key); ok && e.(*entry).modRev == kv.ModRevision {
-		return e.(*entry)
-	}
-	e := newEntry(kv)
-	m.decoded.Store(key, e)
-	return e
+	return m.decoded.Get(kv, newEntry)
 }
 
 // cacheAnswers reports whether reads may use the cache: it holds a first list and every

@@ -47,7 +47,9 @@ func (b *Builder) Named(name string) *Builder {
 // Watches feeds the controller from a prefix. h maps events to requests; default
 // reconcile.EnqueueKey. At most one handler may be given (reconcile.EnqueueMapped maps an
 // event to several requests). The predicates of this watch alone go on the spec
-// (source.Spec.WithPredicates); those of every watch go to WithEventFilter.
+// (source.Spec.WithPredicates); those of every watch go to WithEventFilter. The prefix is
+// read from the manager's shared cache (see Cache): one source per prefix, whichever
+// controllers, stores and readers use it.
 func (b *Builder) Watches(spec source.Spec, h ...reconcile.EventHandler) *Builder {
 	w := builderWatch{spec: spec, handlers: len(h)}
 	if len(h) == 1 {
@@ -96,8 +98,9 @@ func (b *Builder) Complete(r reconcile.Reconciler) error {
 	return err
 }
 
-// Build builds the controller, adds it to the manager, and returns it (for its sources'
-// caches: Controller.Sources).
+// Build builds the controller, adds it to the manager, and returns it. Reconcilers read
+// the controller's sources through the manager's cache (Manager.GetCache), which they
+// share with the other controllers on the same prefixes.
 func (b *Builder) Build(r reconcile.Reconciler) (*reconcile.Controller, error) {
 	if b.mgr == nil {
 		return nil, errors.New("manager: NewControllerManagedBy needs a manager")
@@ -143,15 +146,33 @@ func (b *Builder) Build(r reconcile.Reconciler) (*reconcile.Controller, error) {
 		return nil, err
 	}
 
+	// Each watch reads the source of the manager's cache that serves its prefix, shared
+	// with the other controllers, stores and readers; its own predicates, and its prefix
+	// when a wider source serves it, filter in front of its handler (see Cache: Sharing).
+	// Watches that one source serves feed the controller through one handler.
+	var srcs []*source.Source
+	handlers := map[*source.Source][]reconcile.EventHandler{}
 	for _, w := range b.watches {
-		if w.spec.Options.Logger.GetSink() == nil {
-			w.spec.Options.Logger = opts.Logger.WithName("source")
+		for i, p := range w.spec.Options.Predicates {
+			if p == nil {
+				return nil, fmt.Errorf("manager: controller %q: source %s: Options.Predicates[%d] is nil (a nil predicate, or an And, Or, Not, KeyMatches or NewPredicateFuncs given a nil argument)", b.name, w.spec.Prefix, i)
+			}
 		}
-		src, err := w.spec.New(b.mgr.client)
+		src, err := b.mgr.cache.sourceFor(w.spec)
 		if err != nil {
 			return nil, fmt.Errorf("manager: controller %q: %w", b.name, err)
 		}
-		if err := c.Watch(src, w.h); err != nil {
+		preds := slices.Clone(w.spec.Options.Predicates)
+		if src.Prefix() != w.spec.Prefix {
+			preds = append(preds, source.KeyHasPrefix(w.spec.Prefix))
+		}
+		if handlers[src] == nil {
+			srcs = append(srcs, src)
+		}
+		handlers[src] = append(handlers[src], filtered(w.h, preds))
+	}
+	for _, src := range srcs {
+		if err := c.Watch(src, joined(handlers[src])); err != nil {
 			return nil, err
 		}
 	}
@@ -166,6 +187,39 @@ func (b *Builder) Build(r reconcile.Reconciler) (*reconcile.Controller, error) {
 		gate.Filter = leaderGate{m: b.mgr}
 	}
 	return c, nil
+}
+
+// filtered returns h (reconcile.EnqueueKey when nil) behind the predicates ps of one
+// watch: an event or a resync that one of them drops causes no request.
+func filtered(h reconcile.EventHandler, ps []source.Predicate) reconcile.EventHandler {
+	if h == nil {
+		h = reconcile.EnqueueKey()
+	}
+	if len(ps) == 0 {
+		return h
+	}
+	return func(e source.Event) []reconcile.Request {
+		for _, p := range ps {
+			if !p(e) {
+				return nil
+			}
+		}
+		return h(e)
+	}
+}
+
+// joined returns one handler for the watches of one source: the requests of each.
+func joined(hs []reconcile.EventHandler) reconcile.EventHandler {
+	if len(hs) == 1 {
+		return hs[0]
+	}
+	return func(e source.Event) []reconcile.Request {
+		var out []reconcile.Request
+		for _, h := range hs {
+			out = append(out, h(e)...)
+		}
+		return out
+	}
 }
 
 // lateGate is a controller's gate, set once the controller exists.

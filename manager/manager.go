@@ -31,6 +31,7 @@ type Manager struct {
 	metrics    *metrics.Registry
 	election   *election.Election // nil when leader election is off
 	sharder    *sharder           // nil without Sharding
+	cache      *Cache             // the sources of every controller, store and reader
 
 	mu          sync.Mutex
 	runnables   []Runnable // every replica
@@ -83,6 +84,7 @@ func New(opts Options) (*Manager, error) {
 		}
 		m.client, m.ownsClient = cli, true
 	}
+	m.cache = newCache(m.client, m.log.WithName("cache"))
 	var err error
 	if m.metrics, err = metrics.New(opts.Registry); err != nil {
 		m.closeClient()
@@ -230,6 +232,15 @@ func (m *Manager) Start(ctx context.Context) error {
 		return err
 	}
 	defer m.stopHTTP(servers)
+
+	// The cache's sources run until everything else has stopped: the controllers share
+	// them, and the other runnables read them.
+	cacheCtx, stopCache := context.WithCancel(base)
+	defer func() {
+		stopCache()
+		m.cache.wait()
+	}()
+	m.cache.start(cacheCtx, fail)
 
 	// Groups stop in reverse order of start; each has its own context and wait group.
 	ctrls := newGroup(base)
@@ -531,16 +542,11 @@ func (m *Manager) Refusals() []error {
 	return out
 }
 
-// relists counts, per watched prefix, the relists of the controllers' sources.
+// relists counts, per watched prefix, the relists of the cache's sources.
 func (m *Manager) relists() map[string]int {
-	m.mu.Lock()
-	controllers := append([]*reconcile.Controller(nil), m.controllers...)
-	m.mu.Unlock()
 	out := map[string]int{}
-	for _, c := range controllers {
-		for _, src := range c.Sources() {
-			out[src.Prefix()] += src.Stats().Relists
-		}
+	for _, src := range m.cache.Sources() {
+		out[src.Prefix()] += src.Stats().Relists
 	}
 	return out
 }
@@ -554,13 +560,8 @@ func (m *Manager) refusals() map[string]error {
 	if m.sharder != nil {
 		out["sharding"] = m.sharder.err()
 	}
-	m.mu.Lock()
-	controllers := append([]*reconcile.Controller(nil), m.controllers...)
-	m.mu.Unlock()
-	for _, c := range controllers {
-		for _, src := range c.Sources() {
-			out["source "+src.Prefix()] = src.Err()
-		}
+	for _, src := range m.cache.Sources() {
+		out["source "+src.Prefix()] = src.Err()
 	}
 	return out
 }

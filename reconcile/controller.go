@@ -308,8 +308,9 @@ func (c *Controller) Start(ctx context.Context) error {
 	watches := append([]watch(nil), c.watches...)
 	c.mu.Unlock()
 
-	// Sources run on goroutines of their own until srcCtx ends (at the end of Start). A
-	// source that cannot run (one already run by another controller) fails Start.
+	// Sources run on goroutines of their own until srcCtx ends (at the end of Start). They
+	// may be shared: a Run joins a source that others run (see source.Source.Run); a source
+	// that cannot run fails Start.
 	srcCtx, stopSources := context.WithCancel(ctx)
 	srcFailed := make(chan error, len(watches))
 	var srcWG sync.WaitGroup

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -71,8 +72,10 @@ type Options struct {
 	// before it and every event from it on is delivered. If that history was compacted the
 	// source falls back to a list at the current revision. Default 0: list now, watch after.
 	StartRevision int64
-	// Predicates filter events before the handler; all must pass. A controller applies
-	// them to its resyncs of the source's keys as well (see Predicate).
+	// Predicates filter events before the handlers, for every Run alike; all must pass. A
+	// controller applies them to its resyncs of the source's keys as well (see Predicate).
+	// The sources a manager shares (manager.Cache) carry none: a watch's predicates filter
+	// in front of its own controller's handler instead.
 	Predicates []Predicate
 	// MinBackoff and MaxBackoff bound the wait before a broken watch is opened again.
 	// Defaults DefaultMinBackoff and DefaultMaxBackoff.
@@ -101,8 +104,25 @@ type Source struct {
 	failure    error
 	failed     chan struct{}
 	syncedOnce sync.Once
-	running    sync.Mutex // held by Run: a source runs once at a time
+
+	// indexes map a name to its index of the cache (see IndexField); guarded by mu, and
+	// kept in step with cache under the same lock.
+	indexes map[string]*index
+
+	// running is held by the Run that drives the list and the watch; the other Runs wait
+	// on idle (closed and replaced, under mu, when the driver stops) to take over.
+	running sync.Mutex
+	idle    chan struct{}
+	// dmu orders delivery: it is held while the cache takes a list or a watch response and
+	// the handlers are given its events, and while a handler joins (with a replay of the
+	// cache), so that a joining handler sees every change exactly once, in its replay or
+	// live. handlers is guarded by dmu.
+	dmu      sync.Mutex
+	handlers []*handler
 }
+
+// handler is one Run's handler.
+type handler struct{ h Handler }
 
 // Stats counts what a source did, for tests and metrics.
 type Stats struct {
@@ -148,6 +168,7 @@ func New(client *clientv3.Client, prefix string, opts Options) (*Source, error) 
 		synced: make(chan struct{}),
 		moved:  make(chan struct{}),
 		failed: make(chan struct{}),
+		idle:   make(chan struct{}),
 	}, nil
 }
 
@@ -157,19 +178,75 @@ func (s *Source) Prefix() string { return s.prefix }
 // Run lists the prefix, then watches it until ctx ends, calling h for every event that
 // passes the predicates. Run again after a stop, it resumes from the last seen revision
 // (relisting if that history was compacted meanwhile). It returns ctx's error, or an error
-// if the source was already running or its StartRevision lies in the future. Transient
-// etcd failures are retried with backoff, never returned. A permanent one (a denied
-// permission, a failed authentication: see Err) is logged at the default level, returned
-// by WaitForSync and Err, and retried every MaxBackoff, so that a role fixed by an operator
-// is picked up without a restart.
+// if its StartRevision lies in the future. Transient etcd failures are retried with
+// backoff, never returned. A permanent one (a denied permission, a failed authentication:
+// see Err) is logged at the default level, returned by WaitForSync and Err, and retried
+// every MaxBackoff, so that a role fixed by an operator is picked up without a restart.
+//
+// A source may be shared: several Runs at once (the controllers of a manager on one
+// prefix, its cache) share one list, one watch and one cache. One of them drives the list
+// and the watch, and another takes over when its ctx ends; each h receives every event
+// from the moment it joins. A handler that joins while other Runs are in progress is given
+// the cached keys first, as resync events (Put, Initial, PrevKV nil: see Event.IsResync),
+// as a controller's resync would, so that it misses no key the others were given. A Run
+// alone on a source run before resumes as said above, without such a replay.
 func (s *Source) Run(ctx context.Context, h Handler) error {
-	if !s.running.TryLock() {
-		return errors.New("source: already running")
-	}
-	defer s.running.Unlock()
 	if h == nil {
 		return errors.New("source: handler must not be nil")
 	}
+	reg := s.join(h)
+	defer s.leave(reg)
+	for ctx.Err() == nil {
+		s.mu.RLock()
+		idle := s.idle
+		s.mu.RUnlock()
+		if s.running.TryLock() {
+			err := s.drive(ctx)
+			s.running.Unlock()
+			s.mu.Lock()
+			close(s.idle)
+			s.idle = make(chan struct{})
+			s.mu.Unlock()
+			return err
+		}
+		select {
+		case <-idle: // the driver stopped: take over
+		case <-ctx.Done():
+		}
+	}
+	return ctx.Err()
+}
+
+// join adds h to the handlers, and replays the cache to it when others run the source
+// (see Run).
+func (s *Source) join(h Handler) *handler {
+	reg := &handler{h: h}
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	shared := len(s.handlers) > 0
+	s.handlers = append(s.handlers, reg)
+	if !shared {
+		return reg // alone, it resumes where the cache stopped (or lists)
+	}
+	for _, kv := range s.List("") {
+		e := Event{Type: Put, Key: string(kv.Key), KV: kv, Initial: true}
+		if s.Accepts(e) {
+			h(e)
+		}
+	}
+	return reg
+}
+
+// leave removes a handler that join added.
+func (s *Source) leave(reg *handler) {
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	s.handlers = slices.DeleteFunc(s.handlers, func(o *handler) bool { return o == reg })
+}
+
+// drive lists and watches for Run until ctx ends, or until StartRevision proves to lie in
+// the future.
+func (s *Source) drive(ctx context.Context) error {
 	bo := etcdutil.Backoff{Min: s.opts.MinBackoff, Max: s.opts.MaxBackoff}
 	// next is the revision the next watch starts from; 0 means list first. A source run
 	// again after a stop resumes from what its cache has seen.
@@ -179,7 +256,7 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 	}
 	for ctx.Err() == nil {
 		if next == 0 {
-			rev, err := s.list(ctx, h)
+			rev, err := s.list(ctx)
 			if errors.Is(err, rpctypes.ErrFutureRev) {
 				return fmt.Errorf("source %s: StartRevision %d is beyond etcd's current revision: %w", s.prefix, s.opts.StartRevision, err)
 			}
@@ -201,7 +278,7 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 			s.clearFailure()
 			next = rev + 1
 		}
-		progressed, err := s.watch(ctx, next, h)
+		progressed, err := s.watch(ctx, next)
 		if ctx.Err() != nil {
 			break
 		}
@@ -237,7 +314,7 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 // list reads the prefix at one revision, page by page, and replaces the cache with it,
 // delivering a Put for every new or changed key and a Delete for every vanished one. It
 // returns the revision of the snapshot.
-func (s *Source) list(ctx context.Context, h Handler) (int64, error) {
+func (s *Source) list(ctx context.Context) (int64, error) {
 	var (
 		kvs []*mvccpb.KeyValue
 		rev int64
@@ -263,9 +340,12 @@ func (s *Source) list(ctx context.Context, h Handler) (int64, error) {
 		fresh[string(kv.Key)] = kv
 	}
 
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
 	s.mu.Lock()
 	old := s.cache
 	s.cache = fresh
+	s.reindexLocked()
 	s.setRevLocked(rev)
 	s.stats.Lists++
 	s.mu.Unlock()
@@ -279,7 +359,7 @@ func (s *Source) list(ctx context.Context, h Handler) (int64, error) {
 		if had {
 			e.PrevKV = prev
 		}
-		s.deliver(h, e)
+		s.deliver(e)
 	}
 	var gone []string
 	for k := range old {
@@ -290,7 +370,7 @@ func (s *Source) list(ctx context.Context, h Handler) (int64, error) {
 	sort.Strings(gone)
 	for _, k := range gone {
 		prev := old[k]
-		s.deliver(h, Event{Type: Delete, Key: k, KV: &mvccpb.KeyValue{Key: prev.Key, ModRevision: rev}, PrevKV: prev, Initial: true})
+		s.deliver(Event{Type: Delete, Key: k, KV: &mvccpb.KeyValue{Key: prev.Key, ModRevision: rev}, PrevKV: prev, Initial: true})
 	}
 	return rev, nil
 }
@@ -302,7 +382,7 @@ func (s *Source) readAll(ctx context.Context, rev int64) ([]*mvccpb.KeyValue, in
 
 // watch watches from revision from until the watch breaks or ctx ends, and returns the
 // reason. progressed says whether any response arrived (to reset the backoff).
-func (s *Source) watch(ctx context.Context, from int64, h Handler) (progressed bool, err error) {
+func (s *Source) watch(ctx context.Context, from int64) (progressed bool, err error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wc := etcdutil.Watch(wctx, s.client, s.prefix, clientv3.WithPrefix(), clientv3.WithRev(from),
@@ -331,6 +411,7 @@ func (s *Source) watch(ctx context.Context, from int64, h Handler) (progressed b
 		// moves, then the handler sees the events: a transaction that changed several keys
 		// is never half in a cache whose Revision says it is there, and a handler reads a
 		// Revision that includes its event (etcd does not split a revision across responses).
+		s.dmu.Lock()
 		evs := make([]Event, 0, len(wr.Events))
 		for _, ev := range wr.Events {
 			if e, ok := s.apply(ev); ok {
@@ -341,8 +422,9 @@ func (s *Source) watch(ctx context.Context, from int64, h Handler) (progressed b
 			s.advance(wr.Events[n-1].Kv.ModRevision)
 		}
 		for _, e := range evs {
-			s.deliver(h, e)
+			s.deliver(e)
 		}
+		s.dmu.Unlock()
 	}
 	return progressed, errors.New("watch channel closed")
 }
@@ -402,9 +484,11 @@ func (s *Source) apply(ev *clientv3.Event) (Event, bool) {
 	if ev.Type == clientv3.EventTypeDelete {
 		e.Type = Delete
 		delete(s.cache, key)
+		s.unindexLocked(key)
 	} else {
 		e.Type = Put
 		s.cache[key] = ev.Kv
+		s.indexLocked(ev.Kv)
 	}
 	if e.PrevKV == nil && had {
 		e.PrevKV = cached
@@ -413,13 +497,15 @@ func (s *Source) apply(ev *clientv3.Event) (Event, bool) {
 	return e, true
 }
 
-func (s *Source) deliver(h Handler, e Event) {
-	for _, p := range s.opts.Predicates {
-		if !p(e) {
-			return
-		}
+// deliver hands e to every handler, unless the source's predicates drop it. The caller
+// holds dmu.
+func (s *Source) deliver(e Event) {
+	if !s.Accepts(e) {
+		return
 	}
-	h(e)
+	for _, reg := range s.handlers {
+		reg.h(e)
+	}
 }
 
 // WaitForSync blocks until the initial list is in the cache and the watch that follows it
@@ -508,6 +594,10 @@ func (s *Source) List(prefix string) []*mvccpb.KeyValue {
 	sort.Slice(out, func(i, j int) bool { return bytes.Compare(out[i].Key, out[j].Key) < 0 })
 	return out
 }
+
+// Covers reports whether the source caches every key under prefix: whether prefix lies
+// under the source's own.
+func (s *Source) Covers(prefix string) bool { return strings.HasPrefix(prefix, s.prefix) }
 
 // Len is the number of cached keys.
 func (s *Source) Len() int {

@@ -43,9 +43,10 @@ type Options[T any] struct {
 	// Codec encodes and decodes values. Default DefaultCodec[T](): String for a string,
 	// Bytes for a []byte, JSON for anything else.
 	Codec Codec[T]
-	// Cache, when set, is a source over the store's prefix (or a wider one) that Cached
-	// and CachedList read instead of etcd.
-	Cache *source.Source
+	// Cache, when set, is the cache that Cached and CachedList read instead of etcd: a
+	// *source.Source over the store's prefix (or a wider one), or a manager's shared cache
+	// (manager.Manager.GetCache), which New asks to cover the prefix (see Reader).
+	Cache Reader
 	// MutateAttempts bounds Mutate's retries on conflict. Default DefaultMutateAttempts.
 	MutateAttempts int
 	// Logger receives the store's logs. Default: discarded.
@@ -55,11 +56,33 @@ type Options[T any] struct {
 	OnFenced func()
 }
 
+// Reader is a cache of key-values that a store reads (Options.Cache): a *source.Source,
+// or a manager's shared cache. A Reader that can also start caching a prefix (it has a
+// method Source(prefix string) (*source.Source, error), as manager.Cache does) is asked
+// to cover the store's prefix when the store is made.
+type Reader interface {
+	// Get returns the cached state of key; the returned value must not be modified.
+	Get(key string) (*mvccpb.KeyValue, bool)
+	// List returns the cached keys under prefix, sorted; the values must not be modified.
+	List(prefix string) []*mvccpb.KeyValue
+	// Covers reports whether every key under prefix is cached.
+	Covers(prefix string) bool
+}
+
 // Store reads and writes objects of type T under a prefix. It is safe for concurrent use.
 type Store[T any] struct {
 	client *clientv3.Client
 	prefix string
 	opts   Options[T]
+	// decoded memoizes the decoding of cached values for Cached and CachedList, per key
+	// and revision. It is per store, so per type and codec.
+	decoded source.Memo[decoded[T]]
+}
+
+// decoded is a cached value's decoding: an object or the error it gives.
+type decoded[T any] struct {
+	obj *Object[T]
+	err error
 }
 
 // New returns a store of the objects under prefix, which must not be empty.
@@ -79,8 +102,15 @@ func New[T any](client *clientv3.Client, prefix string, opts Options[T]) (*Store
 	if opts.MutateAttempts == 0 {
 		opts.MutateAttempts = DefaultMutateAttempts
 	}
-	if opts.Cache != nil && !strings.HasPrefix(prefix, opts.Cache.Prefix()) {
-		return nil, fmt.Errorf("store: cache prefix %q does not cover the store prefix %q", opts.Cache.Prefix(), prefix)
+	if c, ok := opts.Cache.(interface {
+		Source(prefix string) (*source.Source, error)
+	}); ok {
+		if _, err := c.Source(prefix); err != nil {
+			return nil, fmt.Errorf("store: caching %s: %w", prefix, err)
+		}
+	}
+	if opts.Cache != nil && !opts.Cache.Covers(prefix) {
+		return nil, fmt.Errorf("store: the cache does not cover the store prefix %q", prefix)
 	}
 	return &Store[T]{client: client, prefix: prefix, opts: opts}, nil
 }
@@ -159,7 +189,13 @@ func (s *Store[T]) decodeAll(kvs []*mvccpb.KeyValue) ([]*Object[T], error) {
 	return out, errors.Join(errs...)
 }
 
-// Cached reads key from the cache source of Options. It fails if the store has no cache.
+// Cached reads key from the cache of Options. It fails if the store has no cache.
+//
+// A cached read decodes a key once per revision: every Cached and CachedList of the same
+// revision shares that decoding, and returns its own shallow copy of it. The copy's Meta
+// and the top level of its Value are the caller's to change; what Value refers to (maps,
+// slices, pointers) is shared with the other readers and must not be modified: copy it
+// first (or read with Get, which decodes afresh).
 func (s *Store[T]) Cached(key string) (*Object[T], error) {
 	if s.opts.Cache == nil {
 		return nil, errors.New("store: no cache configured (Options.Cache)")
@@ -169,17 +205,50 @@ func (s *Store[T]) Cached(key string) (*Object[T], error) {
 	}
 	kv, ok := s.opts.Cache.Get(key)
 	if !ok {
+		s.decoded.Forget(key)
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
 	}
-	return s.decode(kv)
+	return s.cachedDecode(kv)
 }
 
-// CachedList lists the prefix from the cache source of Options, like List.
+// CachedList lists the prefix from the cache of Options, like List; its objects are
+// shared as Cached's are.
 func (s *Store[T]) CachedList() ([]*Object[T], error) {
 	if s.opts.Cache == nil {
 		return nil, errors.New("store: no cache configured (Options.Cache)")
 	}
-	return s.decodeAll(s.opts.Cache.List(s.prefix))
+	kvs := s.opts.Cache.List(s.prefix)
+	out := make([]*Object[T], 0, len(kvs))
+	var errs []error
+	for _, kv := range kvs {
+		obj, err := s.cachedDecode(kv)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, obj)
+	}
+	if s.decoded.Len() > len(kvs) { // keys deleted since they were read
+		listed := make(map[string]struct{}, len(kvs))
+		for _, kv := range kvs {
+			listed[string(kv.Key)] = struct{}{}
+		}
+		s.decoded.Retain(func(k string) bool { _, ok := listed[k]; return ok })
+	}
+	return out, errors.Join(errs...)
+}
+
+// cachedDecode returns a copy of the memoized decoding of a cached key-value.
+func (s *Store[T]) cachedDecode(kv *mvccpb.KeyValue) (*Object[T], error) {
+	d := s.decoded.Get(kv, func(kv *mvccpb.KeyValue) decoded[T] {
+		obj, err := s.decode(kv)
+		return decoded[T]{obj: obj, err: err}
+	})
+	if d.err != nil {
+		return nil, d.err
+	}
+	cp := *d.obj
+	return &cp, nil
 }
 
 // Create writes a new object; it fails with ErrExists if key is there already.

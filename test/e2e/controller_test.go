@@ -41,11 +41,10 @@ func (l *lastSeen) snapshot() map[string]string {
 	return out
 }
 
-// cacheRecorder is a reconciler that records what the cache of its controller's first
-// source holds for the key.
-func cacheRecorder(seen *lastSeen, ctrl **reconcile.Controller) reconcile.Reconciler {
+// cacheRecorder is a reconciler that records what the manager's cache holds for the key.
+func cacheRecorder(seen *lastSeen, cache *manager.Cache) reconcile.Reconciler {
 	return reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-		if kv, ok := (*ctrl).Sources()[0].Get(req.Key); ok {
+		if kv, ok := cache.Get(req.Key); ok {
 			seen.set(req.Key, string(kv.Value))
 		} else {
 			seen.set(req.Key, "<deleted>")
@@ -86,9 +85,8 @@ var _ = Describe("a controller under load and faults", func() {
 		mgr, err := manager.New(manager.Options{Client: c.Client(), Name: "load", DisableLeaderElection: true})
 		Expect(err).NotTo(HaveOccurred())
 		seen := &lastSeen{v: map[string]string{}}
-		var ctrl *reconcile.Controller
-		ctrl, err = manager.NewControllerManagedBy(mgr).Named("load").Watches(source.Prefix("/load/")).
-			WithOptions(reconcile.Options{MaxConcurrentReconciles: 8}).Build(cacheRecorder(seen, &ctrl))
+		err = manager.NewControllerManagedBy(mgr).Named("load").Watches(source.Prefix("/load/")).
+			WithOptions(reconcile.Options{MaxConcurrentReconciles: 8}).Complete(cacheRecorder(seen, mgr.GetCache()))
 		Expect(err).NotTo(HaveOccurred())
 
 		// Half the keys exist before the controller starts (its initial list), half are
@@ -137,9 +135,8 @@ var _ = Describe("a controller under load and faults", func() {
 		mgr, err := manager.New(manager.Options{Client: ctrlCli, Name: "faults", DisableLeaderElection: true})
 		Expect(err).NotTo(HaveOccurred())
 		seen := &lastSeen{v: map[string]string{}}
-		var ctrl *reconcile.Controller
-		ctrl, err = manager.NewControllerManagedBy(mgr).Named("faults").Watches(source.Prefix("/f/")).
-			WithOptions(reconcile.Options{MaxConcurrentReconciles: 4}).Build(cacheRecorder(seen, &ctrl))
+		err = manager.NewControllerManagedBy(mgr).Named("faults").Watches(source.Prefix("/f/")).
+			WithOptions(reconcile.Options{MaxConcurrentReconciles: 4}).Complete(cacheRecorder(seen, mgr.GetCache()))
 		Expect(err).NotTo(HaveOccurred())
 		var touched []string
 		put := func(i int, v string) {
@@ -181,7 +178,9 @@ var _ = Describe("a controller under load and faults", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(c.Resume(0)).To(Succeed())
 		Eventually(seen.snapshot, 60*time.Second).Should(Equal(finalState(ctx, writer, "/f/", touched)))
-		Expect(ctrl.Sources()[0].Stats().Relists).To(BeNumerically("<=", 1))
+		src, err := mgr.GetCache().Source("/f/")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(src.Stats().Relists).To(BeNumerically("<=", 1))
 	})
 
 	It("retries a conflicting Update until it converges, while a value that does not decode stops only its own key", func(ctx SpecContext) {

@@ -428,12 +428,17 @@ func (c *Controller) processNext(ctx context.Context) bool {
 		c.m.ReconcileErrors.WithLabelValues(c.name).Inc()
 		c.m.TerminalReconcileErrors.WithLabelValues(c.name).Inc()
 		log.Error(err, "reconcile failed terminally; not retried until the key changes")
+	case err != nil && errors.Is(err, store.ErrFenced):
+		// Not a failure of the reconciler: this process lost the key's shard or the
+		// leadership while it ran, and the new owner reconciles the key. The retry goes
+		// through the gate, which drops it unless the ownership came back.
+		c.m.ReconcileTotal.WithLabelValues(c.name, "error").Inc()
+		c.m.FencedWrites.WithLabelValues(c.name).Inc()
+		log.Info("reconcile fenced: the ownership ended while it ran", "error", err.Error())
+		c.queue.AddRateLimited(key)
 	case err != nil:
 		c.m.ReconcileTotal.WithLabelValues(c.name, "error").Inc()
 		c.m.ReconcileErrors.WithLabelValues(c.name).Inc()
-		if errors.Is(err, store.ErrFenced) {
-			c.m.FencedWrites.WithLabelValues(c.name).Inc()
-		}
 		log.Error(err, "reconcile failed; retrying with backoff", "retries", c.queue.NumRequeues(key))
 		c.queue.AddRateLimited(key)
 	case res.RequeueAfter > 0:

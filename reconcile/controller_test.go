@@ -230,6 +230,27 @@ var _ = Describe("a controller", func() {
 		Expect(testutil.ToFloat64(m.ReconcileTotal.WithLabelValues("panics", "error"))).To(Equal(1.0))
 	})
 
+	It("counts a fenced reconcile as fenced, not as a failure of the reconciler", func(ctx SpecContext) {
+		reg := prometheus.NewRegistry()
+		m, err := metrics.New(reg)
+		Expect(err).NotTo(HaveOccurred())
+		rec := newCalls()
+		r := reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+			if rec.record(req.Key) == 1 {
+				return reconcile.Result{}, fmt.Errorf("writing: %w", &store.FencedError{Key: req.Key, Holder: "an earlier owner"})
+			}
+			return reconcile.Result{}, nil
+		})
+		_, _, stop := start(cli, "/f/", reconcile.Options{Name: "fenced", Metrics: m}, r)
+		defer stop()
+		_, err = cli.Put(ctx, "/f/k", "v")
+		Expect(err).NotTo(HaveOccurred())
+		// Without a gate the retry runs, and succeeds.
+		Eventually(func() float64 { return testutil.ToFloat64(m.ReconcileTotal.WithLabelValues("fenced", "success")) }).Should(Equal(1.0))
+		Expect(testutil.ToFloat64(m.FencedWrites.WithLabelValues("fenced"))).To(Equal(1.0))
+		Expect(testutil.ToFloat64(m.ReconcileErrors.WithLabelValues("fenced"))).To(Equal(0.0))
+	})
+
 	It("gives every reconcile a logger and the gate's fence, and drops what the gate refuses", func(ctx SpecContext) {
 		lease, err := cli.Grant(ctx, 30)
 		Expect(err).NotTo(HaveOccurred())

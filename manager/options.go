@@ -22,8 +22,8 @@ const (
 	DefaultLeaseTTL                = 10 // seconds
 	DefaultGracefulShutdownTimeout = 30 * time.Second
 	DefaultDialTimeout             = 5 * time.Second
-	// MinLeaseTTL is the shortest lease a manager accepts: etcd's keep-alive runs every
-	// TTL/3, and a shorter lease leaves no room for a slow answer.
+	// MinLeaseTTL is the shortest lease a manager accepts: its session renews every TTL/5,
+	// and a shorter lease leaves no room for a slow answer.
 	MinLeaseTTL = 2
 )
 

@@ -91,7 +91,7 @@ func failover(b *testing.B, ctx context.Context, kind, prefix string) time.Durat
 	won := make(chan error, 1)
 	go func() { won <- follower.campaign(ctx) }()
 	waitCandidates(b, ctx, next, prefix, 2)
-	// Crash at a random moment: the lease's remaining time (it is renewed every TTL/3) and
+	// Crash at a random moment: the lease's remaining time (it is renewed every TTL/5) and
 	// the phase of etcd's expiry check (every 500 ms) would otherwise repeat from one
 	// iteration to the next and bias the figures.
 	time.Sleep(rand.N(time.Second))
@@ -110,7 +110,7 @@ func failover(b *testing.B, ctx context.Context, kind, prefix string) time.Durat
 // lease runs out) takes to be replaced: "x-TTL" is the mean failover over the TTL, "ms" the
 // mean in milliseconds, "ms-worst" the longest, and "x-baseline" ours over etcd's
 // concurrency.Election on the same etcd, measured alternately. The lease runs out between
-// TTL - TTL/3 and TTL after the crash (it is renewed every TTL/3), and etcd checks for
+// TTL - TTL/5 and TTL after the crash (it is renewed every TTL/5), and etcd checks for
 // expired leases every 500 ms: that, not the election, makes the figure.
 func BenchmarkElectionFailover(b *testing.B) {
 	ctx := context.Background()

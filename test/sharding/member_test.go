@@ -189,7 +189,12 @@ func reconcileItem(ctx context.Context, id string, cli *clientv3.Client, out *st
 		hist.write(end)
 	}()
 
-	resp, err := cli.Get(ctx, req.Key)
+	// The read, like the write, ignores the end of the reconcile's context: a member paused
+	// while its read was under way goes on to the write when it resumes, so that the specs
+	// see its fence refuse the write, whether the pause came before or after the read.
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	resp, err := cli.Get(rctx, req.Key)
+	rcancel()
 	if err != nil {
 		return reconcile.Result{}, err
 	}

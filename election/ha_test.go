@@ -72,6 +72,9 @@ var _ = Describe("an HA coordinator", func() {
 
 		roles := func() []election.Role { return []election.Role{h1.Role(), h2.Role()} }
 		By("n1 resigns: n2 becomes primary, n1 secondary")
+		// n2 is a secondary from its start, before its candidacy is in line: a resign before
+		// that would find no one to hand over to, and n1 would lead again.
+		Eventually(func() int64 { return candidates(ctx, c.Client(), prefix) }).Should(BeEquivalentTo(2))
 		Expect(n1.e.Resign(ctx)).To(Succeed())
 		Eventually(roles).Should(Equal([]election.Role{election.RoleSecondary, election.RolePrimary}))
 		Expect(n2.e.IsLeader()).To(BeTrue())

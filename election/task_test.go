@@ -99,6 +99,8 @@ var _ = Describe("a leader task", func() {
 		Consistently(p1.runs.Load).WithTimeout(300 * time.Millisecond).Should(Equal(n1Runs))
 
 		By("n2 resigns: back to n1")
+		// n1 campaigns again with a new session; n2 hands over once n1 is in line.
+		Eventually(func() int64 { return candidates(ctx, c.Client(), prefix) }).Should(BeEquivalentTo(2))
 		Expect(n2.e.Resign(ctx)).To(Succeed())
 		Eventually(p1.runs.Load).Should(BeNumerically(">", n1Runs))
 		Eventually(p2.lastCause).Should(MatchError(election.ErrResigned))

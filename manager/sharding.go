@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,14 +13,12 @@ import (
 	"github.com/go-logr/logr"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/etcdkit/etcdkit/election"
 	"github.com/etcdkit/etcdkit/internal/etcderr"
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
 	"github.com/etcdkit/etcdkit/internal/lease"
 	"github.com/etcdkit/etcdkit/internal/shard"
 	"github.com/etcdkit/etcdkit/reconcile"
 	"github.com/etcdkit/etcdkit/source"
-	"github.com/etcdkit/etcdkit/store"
 )
 
 // Defaults and limits of ShardingOptions.
@@ -90,74 +87,6 @@ type MemberInfo struct {
 	Address string    `json:"address,omitempty"`
 	Started time.Time `json:"started"`
 	State   string    `json:"state"`
-}
-
-// ShardStatus is a member's view of the sharding, as /debug/shards serves it.
-type ShardStatus struct {
-	// Member is this replica's ID; Leader the leading replica's ("" when none).
-	Member string `json:"member"`
-	Leader string `json:"leader"`
-	// LeaderError says why Leader could not be read (etcd did not answer in time).
-	LeaderError string `json:"leaderError,omitempty"`
-	Shards      int    `json:"shards"`
-	// Members are the registered members, by ID.
-	Members []MemberInfo `json:"members"`
-	// Assignment holds the assigned member of every shard ("" when unassigned).
-	Assignment []string `json:"assignment"`
-	// Owners holds the member that owns each shard now ("" when none).
-	Owners []string `json:"owners"`
-	// Owned are the shards this member owns.
-	Owned []OwnedShard `json:"owned"`
-	// QueueDepth counts the requests waiting in this member's sharded controllers, by shard.
-	QueueDepth map[int]int `json:"queueDepth"`
-}
-
-// Settled reports whether the sharding is at rest: every shard assigned, owned by its
-// assignee and not draining here, and the assignment balanced (every member that holds
-// shards has floor(S/N) or ceil(S/N) of them).
-func (st ShardStatus) Settled() bool {
-	count := map[string]int{}
-	for s := 0; s < st.Shards; s++ {
-		if s >= len(st.Assignment) || s >= len(st.Owners) || st.Assignment[s] == "" || st.Owners[s] != st.Assignment[s] {
-			return false
-		}
-		count[st.Owners[s]]++
-	}
-	for _, o := range st.Owned {
-		if o.Draining {
-			return false
-		}
-	}
-	if len(count) == 0 {
-		return st.Shards == 0
-	}
-	lo, hi := st.Shards/len(count), (st.Shards+len(count)-1)/len(count)
-	for _, n := range count {
-		if n < lo || n > hi {
-			return false
-		}
-	}
-	return true
-}
-
-// ShardOf returns the shard of a key among shards shards (shards > 0), given the key's
-// shard key (the key itself unless a ShardKey function maps it): fnv1a64(key) % shards.
-func ShardOf(shardKey string, shards int) int {
-	if shards <= 0 {
-		return 0
-	}
-	return shard.Of(shardKey, shards)
-}
-
-// OwnedShard is one shard this member owns.
-type OwnedShard struct {
-	Shard int `json:"shard"`
-	// Token is the create revision of owners/<shard>: writes carry it as their fence. Shards
-	// claimed in one transaction share a token; a token is unique per shard over time.
-	Token    int64     `json:"token"`
-	Since    time.Time `json:"since"`
-	Draining bool      `json:"draining"`
-	InFlight int       `json:"inFlight"`
 }
 
 // owned is a shard this member holds.
@@ -783,219 +712,4 @@ func (sh *sharder) leave(deadline time.Time) {
 			return
 		}
 	}
-}
-
-// assign is the leader's part: it keeps the assignment balanced over the active members,
-// writing only the shards that change, in transactions guarded by the leadership (the
-// fence in ctx). It runs while this replica leads.
-func (sh *sharder) assign(ctx context.Context) error {
-	fence, _ := store.FenceFrom(ctx)
-	if sh.state.WaitForSync(ctx) != nil {
-		return nil
-	}
-	bo := etcdutil.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
-	var written int64 // revision of the last write; the cache is stale until it has seen it
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	for {
-		timer.Stop()
-		if sh.state.Revision() >= written {
-			rev, err := sh.writeAssignment(ctx, fence)
-			switch {
-			case err != nil && ctx.Err() != nil:
-				return nil
-			case sh.report("assigning", err):
-				timer.Reset(sh.slowRetry())
-			case err != nil:
-				sh.log.Error(err, "writing the assignment, retrying")
-				timer.Reset(bo.Next())
-			default:
-				bo.Reset()
-				written = max(written, rev)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-sh.assignPoke:
-		case <-timer.C:
-		}
-	}
-}
-
-// activeMembers returns the IDs of the registered members that are not leaving.
-func (sh *sharder) activeMembers() []string {
-	var out []string
-	for _, kv := range sh.state.List(sh.root + "members/") {
-		var info MemberInfo
-		if err := json.Unmarshal(kv.Value, &info); err != nil {
-			sh.log.Error(err, "undecodable member record, ignored", "key", string(kv.Key), "revision", kv.ModRevision)
-			continue
-		}
-		if info.State != MemberLeaving {
-			out = append(out, strings.TrimPrefix(string(kv.Key), sh.root+"members/"))
-		}
-	}
-	return out
-}
-
-// currentAssignment reads the stored assignment from the cache.
-func (sh *sharder) currentAssignment() map[int]string {
-	cur := map[int]string{}
-	prefix := sh.root + "assignments/"
-	for _, kv := range sh.state.List(sh.root + "assignments/") {
-		s, err := strconv.Atoi(strings.TrimPrefix(string(kv.Key), prefix))
-		if err != nil || s < 0 || s >= sh.opts.Shards {
-			continue
-		}
-		cur[s] = string(kv.Value)
-	}
-	return cur
-}
-
-// writeAssignment computes the target assignment and writes what differs from the stored
-// one. It returns the revision of its last write (0 when nothing changed).
-func (sh *sharder) writeAssignment(ctx context.Context, fence store.Fence) (int64, error) {
-	members := sh.activeMembers()
-	cur := sh.currentAssignment()
-	target := shard.Assign(sh.opts.Shards, members, cur)
-	var ops []clientv3.Op
-	for s, m := range target {
-		switch {
-		case m == cur[s]:
-		case m == "":
-			ops = append(ops, clientv3.OpDelete(sh.assignKey(s)))
-		default:
-			ops = append(ops, clientv3.OpPut(sh.assignKey(s), m))
-		}
-	}
-	if len(ops) == 0 {
-		return 0, nil
-	}
-	var rev int64
-	for len(ops) > 0 {
-		n := min(len(ops), maxTxnOps)
-		resp, err := sh.client.Txn(ctx).If(fence.Cmps...).Then(ops[:n]...).Commit()
-		if err != nil {
-			return rev, fmt.Errorf("manager: writing %d assignments under %s: %w", n, sh.root+"assignments/", err)
-		}
-		if !resp.Succeeded {
-			return rev, fmt.Errorf("manager: writing assignments: %w (%s)", store.ErrFenced, fence.Holder)
-		}
-		rev = resp.Header.Revision
-		ops = ops[n:]
-	}
-	sh.log.Info("assigned shards", "moved", shard.Moves(cur, target), "members", len(members))
-	return rev, nil
-}
-
-// status reports the member's view of the sharding.
-func (sh *sharder) status(ctx context.Context) ShardStatus {
-	st := ShardStatus{Member: sh.id, Shards: sh.opts.Shards, QueueDepth: map[int]int{}}
-	if e := sh.m.election; e != nil {
-		// A member cut off from etcd still reports what it knows locally.
-		lctx, cancel := context.WithTimeout(ctx, statusTimeout)
-		leader, err := e.GetLeader(lctx)
-		cancel()
-		switch {
-		case err == nil:
-			st.Leader = leader
-		case !errors.Is(err, election.ErrNoLeader):
-			st.LeaderError = err.Error()
-		}
-	}
-	for _, kv := range sh.state.List(sh.root + "members/") {
-		var info MemberInfo
-		if json.Unmarshal(kv.Value, &info) == nil {
-			st.Members = append(st.Members, info)
-		}
-	}
-	st.Assignment = make([]string, sh.opts.Shards)
-	for s, m := range sh.currentAssignment() {
-		st.Assignment[s] = m
-	}
-	st.Owners = make([]string, sh.opts.Shards)
-	for s := range st.Owners {
-		if kv, ok := sh.state.Get(sh.ownerKey(s)); ok {
-			st.Owners[s] = string(kv.Value)
-		}
-	}
-	sh.mu.Lock()
-	for s, o := range sh.held {
-		st.Owned = append(st.Owned, OwnedShard{Shard: s, Token: o.token, Since: o.since, Draining: o.draining, InFlight: o.inflight})
-	}
-	targets := append([]sharded(nil), sh.targets...)
-	sh.mu.Unlock()
-	sort.Slice(st.Owned, func(i, j int) bool { return st.Owned[i].Shard < st.Owned[j].Shard })
-	for _, t := range targets {
-		for _, req := range t.c.Queued() {
-			st.QueueDepth[sh.shardOf(t.key, req.Key)]++
-		}
-	}
-	return st
-}
-
-// Shard is the shard a sharded controller's reconcile runs for.
-type Shard struct {
-	// ID is the shard's number, in [0, Shards).
-	ID int
-	// Token is the create revision of owners/<ID> while this member owns it: the fence its
-	// writes carry.
-	Token int64
-}
-
-type shardCtxKey struct{}
-
-// ShardFrom returns the shard of a reconcile's context, when a sharded controller runs it.
-func ShardFrom(ctx context.Context) (Shard, bool) {
-	s, ok := ctx.Value(shardCtxKey{}).(Shard)
-	return s, ok
-}
-
-// shardGate admits the keys of the shards this member owns and does not drain, while its
-// session certainly lives, in a context fenced by the shard's token that ends with the
-// ownership.
-type shardGate struct {
-	sh  *sharder
-	key func(string) string
-}
-
-// Wants keeps the keys of shards owned elsewhere out of the queue.
-func (g *shardGate) Wants(req reconcile.Request) bool {
-	s := g.sh.shardOf(g.key, req.Key)
-	g.sh.mu.Lock()
-	defer g.sh.mu.Unlock()
-	o := g.sh.held[s]
-	return o != nil && !o.draining
-}
-
-// Admit implements reconcile.Gate.
-func (g *shardGate) Admit(ctx context.Context, req reconcile.Request) (context.Context, func(), bool) {
-	sh := g.sh
-	s := sh.shardOf(g.key, req.Key)
-	sh.mu.Lock()
-	o, sess := sh.held[s], sh.sess
-	if o == nil || o.draining || sess == nil || !sess.Valid() || o.ctx.Err() != nil {
-		sh.mu.Unlock()
-		return nil, nil, false
-	}
-	o.inflight++
-	sh.mu.Unlock()
-	fence := store.Fence{
-		Cmps:   []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(sh.ownerKey(s)), "=", o.token)},
-		Holder: fmt.Sprintf("shard %d of %s (token %d)", s, sh.id, o.token),
-	}
-	rctx, cancel := context.WithCancelCause(context.WithValue(store.WithFence(ctx, fence), shardCtxKey{}, Shard{ID: s, Token: o.token}))
-	stop := context.AfterFunc(o.ctx, func() { cancel(context.Cause(o.ctx)) })
-	return rctx, func() {
-		stop()
-		cancel(nil)
-		sh.mu.Lock()
-		o.inflight--
-		wake := o.inflight == 0 && o.draining
-		sh.mu.Unlock()
-		if wake {
-			sh.notify()
-		}
-	}, true
 }

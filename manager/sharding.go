@@ -392,12 +392,9 @@ func (sh *sharder) join(ctx context.Context) (*lease.Session, error) {
 		other := clientv3.LeaseID(kvs[0].Lease)
 		now := time.Now()
 		if giveUp.IsZero() {
-			ttl := time.Duration(sh.m.opts.LeaseTTL) * time.Second
-			if r, err := sh.client.TimeToLive(ctx, other); err == nil && r.GrantedTTL > 0 {
-				ttl = time.Duration(r.GrantedTTL) * time.Second
-			}
-			giveUp = now.Add(ttl + time.Second)
-			sh.log.Info("member ID registered on another lease; waiting for it to expire", "lease", fmt.Sprintf("%x", other), "upTo", ttl+time.Second)
+			wait := sh.m.predecessorWait(ctx, other)
+			giveUp = now.Add(wait)
+			sh.log.Info("member ID registered on another lease; waiting for it to expire", "lease", fmt.Sprintf("%x", other), "upTo", wait)
 		}
 		if now.After(giveUp) {
 			return fail(fmt.Errorf("%w: %q is registered at %s by a running replica (lease %x is kept alive); give every replica its own ID",

@@ -36,12 +36,9 @@ func (m *Manager) checkUniqueID(ctx context.Context) error {
 			return nil
 		}
 		if giveUp.IsZero() {
-			ttl := time.Duration(m.opts.LeaseTTL) * time.Second
-			if r, err := m.client.TimeToLive(ctx, clientv3.LeaseID(other.Lease)); err == nil && r.GrantedTTL > 0 {
-				ttl = time.Duration(r.GrantedTTL) * time.Second
-			}
-			giveUp = time.Now().Add(ttl + time.Second)
-			m.log.Info("replica ID campaigns on another lease; waiting for it to expire", "key", string(other.Key), "upTo", ttl+time.Second)
+			wait := m.predecessorWait(ctx, clientv3.LeaseID(other.Lease))
+			giveUp = time.Now().Add(wait)
+			m.log.Info("replica ID campaigns on another lease; waiting for it to expire", "key", string(other.Key), "upTo", wait)
 		}
 		if time.Now().After(giveUp) {
 			return fmt.Errorf("%w: %q campaigns at %s on lease %x, which is kept alive by a running replica; give every replica its own ID",
@@ -56,4 +53,15 @@ func (m *Manager) checkUniqueID(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// predecessorWait is how long a key on lease other, held under this replica's ID, is waited
+// for before the ID counts as in use: the lease's TTL (LeaseTTL when etcd does not say) and a
+// second, within which a crashed predecessor's lease expires.
+func (m *Manager) predecessorWait(ctx context.Context, other clientv3.LeaseID) time.Duration {
+	ttl := time.Duration(m.opts.LeaseTTL) * time.Second
+	if r, err := m.client.TimeToLive(ctx, other); err == nil && r.GrantedTTL > 0 {
+		ttl = time.Duration(r.GrantedTTL) * time.Second
+	}
+	return ttl + time.Second
 }

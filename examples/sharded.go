@@ -70,7 +70,7 @@ func (r *itemReconciler) Reconcile(ctx context.Context, req reconcile.Request) (
 	case cur.Value != want:
 		_, err = r.statuses.Update(ctx, statusKey, &want, cur.ModRevision)
 	}
-	// A write after the shard moved on fails with store.ErrFenced and is not retried here:
+	// A write after the shard moved on fails with fence.ErrFenced and is not retried here:
 	// the key is no longer this member's, and its new owner reconciles it.
 	if err == nil {
 		r.reconciled.Add(1)

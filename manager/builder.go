@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/etcdkit/etcdkit/internal/gate"
 	"github.com/etcdkit/etcdkit/reconcile"
 	"github.com/etcdkit/etcdkit/source"
 )
@@ -70,8 +71,7 @@ func (b *Builder) WithEventFilter(ps ...source.Predicate) *Builder {
 	return b
 }
 
-// WithOptions sets the controller's options. Name, Logger, Metrics and Gate are set by
-// the manager; GracefulShutdownTimeout defaults to the manager's; the predicates of
+// WithOptions sets the controller's options. Name and Logger are set by the manager; GracefulShutdownTimeout defaults to the manager's; the predicates of
 // WithEventFilter are added to EventFilters.
 func (b *Builder) WithOptions(opts reconcile.Options) *Builder {
 	b.opts = opts
@@ -128,18 +128,11 @@ func (b *Builder) Build(r reconcile.Reconciler) (*reconcile.Controller, error) {
 	opts.Name = b.name
 	opts.EventFilters = append(slices.Clip(opts.EventFilters), b.filters...)
 	opts.Logger = b.mgr.log.WithName(b.name)
-	opts.Metrics = b.mgr.metrics
 	if opts.GracefulShutdownTimeout == 0 {
 		opts.GracefulShutdownTimeout = b.mgr.opts.GracefulShutdownTimeout
 	}
 	if b.shardKey != nil && (b.mgr.sharder == nil || b.leaderOnly) {
 		return nil, fmt.Errorf("manager: controller %q: ShardKey needs a manager with Sharding and a sharded controller", b.name)
-	}
-	// The gate refers to the controller (a sharded gate resyncs it), so it is set after New.
-	var gate *lateGate
-	if b.mgr.election != nil {
-		gate = &lateGate{}
-		opts.Gate = gate
 	}
 	c, err := reconcile.New(opts, r)
 	if err != nil {
@@ -179,12 +172,17 @@ func (b *Builder) Build(r reconcile.Reconciler) (*reconcile.Controller, error) {
 	if err := b.mgr.addController(c); err != nil {
 		return nil, err
 	}
+	// The gate refers to the controller (a sharded gate resyncs it), so it comes after New.
+	setup := gate.Setup{Metrics: b.mgr.metrics}
 	switch {
-	case gate == nil:
+	case b.mgr.election == nil:
 	case b.mgr.sharder != nil && !b.leaderOnly:
-		gate.Filter = b.mgr.sharder.register(c, b.shardKey)
+		setup.Gate = b.mgr.sharder.register(c, b.shardKey)
 	default:
-		gate.Filter = leaderGate{m: b.mgr}
+		setup.Gate = leaderGate{m: b.mgr}
+	}
+	if err := gate.Configure(c, setup); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -221,6 +219,3 @@ func joined(hs []reconcile.EventHandler) reconcile.EventHandler {
 		return out
 	}
 }
-
-// lateGate is a controller's gate, set once the controller exists.
-type lateGate struct{ reconcile.Filter }

@@ -61,7 +61,7 @@
 // A member stops handing out work when its lease may have expired by its own clock (the
 // last keep-alive answer plus the TTL, less a margin), before etcd hands its shards to
 // another member; a write it still attempts after that carries a stale token and etcd
-// refuses it (store.ErrFenced). A member that crashes loses its lease after LeaseTTL:
+// refuses it (fence.ErrFenced). A member that crashes loses its lease after LeaseTTL:
 // etcd deletes its member and owner keys and the leader reassigns them, so its shards are
 // owned again about one TTL after the crash. A member that stops marks itself leaving,
 // hands over its shards, then revokes its lease. If the leader dies, assignments stay and

@@ -16,10 +16,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdkit/etcdkit/election"
+	"github.com/etcdkit/etcdkit/fence"
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
 	"github.com/etcdkit/etcdkit/internal/metrics"
 	"github.com/etcdkit/etcdkit/reconcile"
-	"github.com/etcdkit/etcdkit/store"
 )
 
 // Manager runs controllers and runnables; see the package documentation for its lifecycle.
@@ -371,7 +371,7 @@ func (m *Manager) leadTerms(ctx context.Context, runs []Runnable) error {
 		if !ok {
 			continue // the leadership ended before it could be used
 		}
-		tctx, cancel := context.WithCancel(store.WithFence(ctx, m.leaderFence(term)))
+		tctx, cancel := context.WithCancel(fence.With(ctx, m.leaderFence(term)))
 		stop := context.AfterFunc(term.Context, cancel)
 		var wg sync.WaitGroup
 		errs := make(chan error, len(runs))
@@ -397,8 +397,8 @@ func (m *Manager) leadTerms(ctx context.Context, runs []Runnable) error {
 }
 
 // leaderFence is the fence of a leadership: its leader key still has the term's token.
-func (m *Manager) leaderFence(t election.Term) store.Fence {
-	return store.Fence{Cmps: []clientv3.Cmp{t.Guard}, Holder: fmt.Sprintf("leadership of %s (token %d)", m.opts.ID, t.Token)}
+func (m *Manager) leaderFence(t election.Term) fence.Fence {
+	return fence.Fence{Cmps: []clientv3.Cmp{t.Guard}, Holder: fmt.Sprintf("leadership of %s (token %d)", m.opts.ID, t.Token)}
 }
 
 // waitSynced waits until every controller's sources have their initial lists, ctx ends, or
@@ -434,16 +434,16 @@ func (m *Manager) waitSynced(ctx context.Context, failed <-chan error, controlle
 // a context that ends with the leadership.
 type leaderGate struct{ m *Manager }
 
-// Wants implements reconcile.Filter: every request is queued; Admit decides.
-func (leaderGate) Wants(reconcile.Request) bool { return true }
+// Wants implements gate.Gate: every request is queued; Admit decides.
+func (leaderGate) Wants(string) bool { return true }
 
-// Admit implements reconcile.Gate.
-func (g leaderGate) Admit(ctx context.Context, _ reconcile.Request) (context.Context, func(), bool) {
+// Admit implements gate.Gate.
+func (g leaderGate) Admit(ctx context.Context, _ string) (context.Context, func(), bool) {
 	term, ok := g.m.election.Term()
 	if !ok {
 		return nil, nil, false
 	}
-	rctx, cancel := context.WithCancel(store.WithFence(ctx, g.m.leaderFence(term)))
+	rctx, cancel := context.WithCancel(fence.With(ctx, g.m.leaderFence(term)))
 	stop := context.AfterFunc(term.Context, cancel)
 	return rctx, func() { stop(); cancel() }, true
 }

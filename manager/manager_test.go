@@ -15,6 +15,7 @@ import (
 	. "github.com/onsi/gomega"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdkit/etcdkit/fence"
 	"github.com/etcdkit/etcdkit/manager"
 	"github.com/etcdkit/etcdkit/reconcile"
 	"github.com/etcdkit/etcdkit/source"
@@ -202,7 +203,7 @@ var _ = Describe("a manager", func() {
 		Eventually(term.Done()).Should(BeClosed())
 		close(release)
 		Eventually(first.Load).ShouldNot(BeNil())
-		Expect(*first.Load()).To(Or(MatchError(store.ErrFenced), MatchError(context.Canceled)))
+		Expect(*first.Load()).To(Or(MatchError(fence.ErrFenced), MatchError(context.Canceled)))
 		got, err := jobs.Get(ctx, "/fj/slow")
 		Expect(err).NotTo(HaveOccurred())
 		Expect(got.Value).NotTo(HaveKeyWithValue("status", "stale"), "no write of the former leadership was accepted")

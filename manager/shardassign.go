@@ -10,16 +10,16 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdkit/etcdkit/fence"
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
 	"github.com/etcdkit/etcdkit/internal/shard"
-	"github.com/etcdkit/etcdkit/store"
 )
 
 // assign is the leader's part: it keeps the assignment balanced over the active members,
 // writing only the shards that change, in transactions guarded by the leadership (the
 // fence in ctx). It runs while this replica leads.
 func (sh *sharder) assign(ctx context.Context) error {
-	fence, _ := store.FenceFrom(ctx)
+	fc, _ := fence.From(ctx)
 	if sh.state.WaitForSync(ctx) != nil {
 		return nil
 	}
@@ -30,7 +30,7 @@ func (sh *sharder) assign(ctx context.Context) error {
 	for {
 		timer.Stop()
 		if sh.state.Revision() >= written {
-			rev, err := sh.writeAssignment(ctx, fence)
+			rev, err := sh.writeAssignment(ctx, fc)
 			switch {
 			case err != nil && ctx.Err() != nil:
 				return nil
@@ -85,7 +85,7 @@ func (sh *sharder) currentAssignment() map[int]string {
 
 // writeAssignment computes the target assignment and writes what differs from the stored
 // one. It returns the revision of its last write (0 when nothing changed).
-func (sh *sharder) writeAssignment(ctx context.Context, fence store.Fence) (int64, error) {
+func (sh *sharder) writeAssignment(ctx context.Context, fc fence.Fence) (int64, error) {
 	members := sh.activeMembers()
 	cur := sh.currentAssignment()
 	target := shard.Assign(sh.opts.Shards, members, cur)
@@ -105,12 +105,12 @@ func (sh *sharder) writeAssignment(ctx context.Context, fence store.Fence) (int6
 	var rev int64
 	for len(ops) > 0 {
 		n := min(len(ops), maxTxnOps)
-		resp, err := sh.client.Txn(ctx).If(fence.Cmps...).Then(ops[:n]...).Commit()
+		resp, err := sh.client.Txn(ctx).If(fc.Cmps...).Then(ops[:n]...).Commit()
 		if err != nil {
 			return rev, fmt.Errorf("manager: writing %d assignments under %s: %w", n, sh.root+"assignments/", err)
 		}
 		if !resp.Succeeded {
-			return rev, fmt.Errorf("manager: writing assignments: %w (%s)", store.ErrFenced, fence.Holder)
+			return rev, fmt.Errorf("manager: writing assignments: %w (%s)", fence.ErrFenced, fc.Holder)
 		}
 		rev = resp.Header.Revision
 		ops = ops[n:]

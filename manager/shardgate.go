@@ -6,8 +6,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/etcdkit/etcdkit/reconcile"
-	"github.com/etcdkit/etcdkit/store"
+	"github.com/etcdkit/etcdkit/fence"
 )
 
 // Shard is the shard a sharded controller's reconcile runs for.
@@ -36,18 +35,18 @@ type shardGate struct {
 }
 
 // Wants keeps the keys of shards owned elsewhere out of the queue.
-func (g *shardGate) Wants(req reconcile.Request) bool {
-	s := g.sh.shardOf(g.key, req.Key)
+func (g *shardGate) Wants(key string) bool {
+	s := g.sh.shardOf(g.key, key)
 	g.sh.mu.Lock()
 	defer g.sh.mu.Unlock()
 	o := g.sh.held[s]
 	return o != nil && !o.draining
 }
 
-// Admit implements reconcile.Gate.
-func (g *shardGate) Admit(ctx context.Context, req reconcile.Request) (context.Context, func(), bool) {
+// Admit implements gate.Gate.
+func (g *shardGate) Admit(ctx context.Context, key string) (context.Context, func(), bool) {
 	sh := g.sh
-	s := sh.shardOf(g.key, req.Key)
+	s := sh.shardOf(g.key, key)
 	sh.mu.Lock()
 	o, sess := sh.held[s], sh.sess
 	if o == nil || o.draining || sess == nil || !sess.Valid() || o.ctx.Err() != nil {
@@ -56,11 +55,11 @@ func (g *shardGate) Admit(ctx context.Context, req reconcile.Request) (context.C
 	}
 	o.inflight++
 	sh.mu.Unlock()
-	fence := store.Fence{
+	f := fence.Fence{
 		Cmps:   []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(sh.ownerKey(s)), "=", o.token)},
 		Holder: fmt.Sprintf("shard %d of %s (token %d)", s, sh.id, o.token),
 	}
-	rctx, cancel := context.WithCancelCause(context.WithValue(store.WithFence(ctx, fence), shardCtxKey{}, Shard{ID: s, Token: o.token}))
+	rctx, cancel := context.WithCancelCause(context.WithValue(fence.With(ctx, f), shardCtxKey{}, Shard{ID: s, Token: o.token}))
 	stop := context.AfterFunc(o.ctx, func() { cancel(context.Cause(o.ctx)) })
 	return rctx, func() {
 		stop()

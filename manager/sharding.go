@@ -15,6 +15,7 @@ import (
 
 	"github.com/etcdkit/etcdkit/internal/etcderr"
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
+	"github.com/etcdkit/etcdkit/internal/gate"
 	"github.com/etcdkit/etcdkit/internal/lease"
 	"github.com/etcdkit/etcdkit/internal/shard"
 	"github.com/etcdkit/etcdkit/reconcile"
@@ -203,7 +204,7 @@ func (sh *sharder) setAddress(addr string) {
 
 // register adds a sharded controller; the gate it returns admits the keys of the shards
 // this member owns.
-func (sh *sharder) register(c *reconcile.Controller, key func(string) string) reconcile.Filter {
+func (sh *sharder) register(c *reconcile.Controller, key func(string) string) gate.Gate {
 	if key == nil {
 		key = sh.opts.ShardKey
 	}

@@ -12,6 +12,7 @@ import (
 	. "github.com/onsi/gomega"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdkit/etcdkit/fence"
 	"github.com/etcdkit/etcdkit/internal/shard"
 	"github.com/etcdkit/etcdkit/manager"
 	"github.com/etcdkit/etcdkit/reconcile"
@@ -270,7 +271,7 @@ var _ = Describe("a sharded manager", func() {
 		// Back in touch with etcd, the reconcile that outlived the ownership tries its write.
 		px.Unblock()
 		close(resume)
-		Eventually(written).Should(Receive(MatchError(store.ErrFenced)))
+		Eventually(written).Should(Receive(MatchError(fence.ErrFenced)))
 		resp, err := cli.Get(ctx, "/status/slow-fenced")
 		Expect(err).NotTo(HaveOccurred())
 		Expect(resp.Kvs).To(BeEmpty())
@@ -400,7 +401,7 @@ var _ = Describe("a sharded manager", func() {
 				Watches(source.Prefix("/global/")).
 				Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 					_, sharded := manager.ShardFrom(ctx)
-					_, fenced := store.FenceFrom(ctx)
+					_, fenced := fence.From(ctx)
 					Expect(sharded).To(BeFalse())
 					Expect(fenced).To(BeTrue())
 					mu.Lock()

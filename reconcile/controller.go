@@ -14,10 +14,11 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/etcdkit/etcdkit/fence"
+	"github.com/etcdkit/etcdkit/internal/gate"
 	"github.com/etcdkit/etcdkit/internal/metrics"
 	"github.com/etcdkit/etcdkit/internal/workqueue"
 	"github.com/etcdkit/etcdkit/source"
-	"github.com/etcdkit/etcdkit/store"
 )
 
 // Defaults of Options.
@@ -28,27 +29,6 @@ const (
 	DefaultGracefulShutdownTimeout = 30 * time.Second
 	DefaultSyncTimeout             = 2 * time.Minute
 )
-
-// Gate decides whether this process may reconcile a request now, and in which context.
-// A manager provides one for leader-only and for sharded controllers.
-type Gate interface {
-	// Admit is called when a worker takes req, with the reconcile's context. ok false
-	// drops the request: another process reconciles it (a gate that admits again later
-	// calls Controller.Resync then). Otherwise the returned context, derived from ctx,
-	// carries the fence of the ownership (store.WithFence) and ends when the ownership
-	// does; done, when not nil, is called after the reconcile ends.
-	Admit(ctx context.Context, req Request) (rctx context.Context, done func(), ok bool)
-}
-
-// Filter is a Gate that also decides, when a request is queued, whether this process may
-// ever reconcile it now. A request it does not want is not queued at all (a sharded gate
-// keeps the keys of shards owned elsewhere out of the queue); the gate calls
-// Controller.ResyncWhere for them once it wants them.
-type Filter interface {
-	Gate
-	// Wants reports whether req should be queued.
-	Wants(req Request) bool
-}
 
 // Options configure a Controller.
 type Options struct {
@@ -76,12 +56,8 @@ type Options struct {
 	// controller's resyncs (Resync, ResyncWhere) as well: package source says how each
 	// built-in treats a resync. Default: none.
 	EventFilters []source.Predicate
-	// Gate admits requests and gives their fence. Default: every request, unfenced.
-	Gate Gate
 	// Logger receives the controller's logs. Default: discarded.
 	Logger logr.Logger
-	// Metrics receives the controller's series. Default: a private registry.
-	Metrics *metrics.Registry
 }
 
 // Controller runs a Reconciler for the requests its sources produce. A live change is
@@ -97,6 +73,9 @@ type Controller struct {
 	m    *metrics.Registry
 
 	queue *workqueue.Queue[string]
+	// gate, set by a manager (see configure), admits the requests this process reconciles
+	// and gives their fence; nil admits every request, unfenced.
+	gate gate.Gate
 
 	mu      sync.Mutex
 	watches []watch
@@ -149,23 +128,50 @@ func New(opts Options, r Reconciler) (*Controller, error) {
 	if opts.SyncTimeout == 0 {
 		opts.SyncTimeout = DefaultSyncTimeout
 	}
-	m := opts.Metrics
-	if m == nil {
-		var err error
-		if m, err = metrics.New(prometheus.NewRegistry()); err != nil {
-			return nil, err
-		}
+	m, err := metrics.New(prometheus.NewRegistry())
+	if err != nil {
+		return nil, err
 	}
 	c := &Controller{
 		name: opts.Name,
 		r:    r,
 		opts: opts,
 		log:  opts.Logger.WithValues("controller", opts.Name),
-		m:    m,
 	}
-	c.queue = workqueue.New(workqueue.Options[string]{RateLimiter: opts.RateLimiter}, m.Queue(opts.Name))
-	m.MaxConcurrentReconciles.WithLabelValues(opts.Name).Set(float64(opts.MaxConcurrentReconciles))
+	c.useMetrics(m)
 	return c, nil
+}
+
+func init() {
+	gate.Register(func(controller any, s gate.Setup) error {
+		c, ok := controller.(*Controller)
+		if !ok {
+			return fmt.Errorf("reconcile: cannot set up a %T", controller)
+		}
+		return c.configure(s)
+	})
+}
+
+// configure takes what a manager gives the controller: its gate and its metrics. It must
+// come before Start and before anything is queued.
+func (c *Controller) configure(s gate.Setup) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.started {
+		return fmt.Errorf("reconcile: controller %q: set up after Start", c.name)
+	}
+	c.gate = s.Gate
+	if s.Metrics != nil {
+		c.useMetrics(s.Metrics)
+	}
+	return nil
+}
+
+// useMetrics makes m the registry of the controller's series, and of its queue's.
+func (c *Controller) useMetrics(m *metrics.Registry) {
+	c.m = m
+	c.queue = workqueue.New(workqueue.Options[string]{RateLimiter: c.opts.RateLimiter}, m.Queue(c.name))
+	m.MaxConcurrentReconciles.WithLabelValues(c.name).Set(float64(c.opts.MaxConcurrentReconciles))
 }
 
 // Name returns the controller's name.
@@ -210,10 +216,10 @@ func (c *Controller) Sources() []*source.Source {
 // Enqueue adds a request to the queue, as a live source event would.
 func (c *Controller) Enqueue(req Request) { c.add(req, workqueue.Live) }
 
-// add queues req at priority p unless the gate is a Filter that does not want it. Live
-// requests go to workers before resync backlog: see handle.
+// add queues req at priority p unless the gate does not want it. Live requests go to
+// workers before resync backlog: see handle.
 func (c *Controller) add(req Request, p workqueue.Priority) {
-	if f, ok := c.opts.Gate.(Filter); ok && !f.Wants(req) {
+	if c.gate != nil && !c.gate.Wants(req.Key) {
 		return
 	}
 	c.queue.AddWithPriority(req.Key, p)
@@ -393,8 +399,8 @@ func (c *Controller) processNext(ctx context.Context) bool {
 	req := Request{Key: key}
 
 	rctx := ctx
-	if c.opts.Gate != nil {
-		gctx, done, ok := c.opts.Gate.Admit(ctx, req)
+	if c.gate != nil {
+		gctx, done, ok := c.gate.Admit(ctx, key)
 		if !ok {
 			c.queue.Forget(key)
 			return true
@@ -428,7 +434,7 @@ func (c *Controller) processNext(ctx context.Context) bool {
 		c.m.ReconcileErrors.WithLabelValues(c.name).Inc()
 		c.m.TerminalReconcileErrors.WithLabelValues(c.name).Inc()
 		log.Error(err, "reconcile failed terminally; not retried until the key changes")
-	case err != nil && errors.Is(err, store.ErrFenced):
+	case err != nil && errors.Is(err, fence.ErrFenced):
 		// Not a failure of the reconciler: this process lost the key's shard or the
 		// leadership while it ran, and the new owner reconciles the key. The retry goes
 		// through the gate, which drops it unless the ownership came back.

@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdkit/etcdkit/fence"
+	"github.com/etcdkit/etcdkit/internal/gate"
 	"github.com/etcdkit/etcdkit/internal/metrics"
 	"github.com/etcdkit/etcdkit/reconcile"
 	"github.com/etcdkit/etcdkit/source"
@@ -23,11 +25,14 @@ import (
 
 // start runs a controller over prefix with r and returns a stop function that waits for
 // Start to return.
-func start(cli *clientv3.Client, prefix string, opts reconcile.Options, r reconcile.Reconciler) (*reconcile.Controller, *source.Source, func()) {
+func start(cli *clientv3.Client, prefix string, opts reconcile.Options, r reconcile.Reconciler, setup ...gate.Setup) (*reconcile.Controller, *source.Source, func()) {
 	src, err := source.New(cli, prefix, source.Options{})
 	Expect(err).NotTo(HaveOccurred())
 	c, err := reconcile.New(opts, r)
 	Expect(err).NotTo(HaveOccurred())
+	for _, s := range setup { // what a manager gives its controllers
+		Expect(gate.Configure(c, s)).To(Succeed())
+	}
 	Expect(c.Watch(src, nil)).To(Succeed())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -220,7 +225,7 @@ var _ = Describe("a controller", func() {
 			}
 			return reconcile.Result{}, nil
 		})
-		_, _, stop := start(cli, "/p/", reconcile.Options{Name: "panics", Metrics: m}, r)
+		_, _, stop := start(cli, "/p/", reconcile.Options{Name: "panics"}, r, gate.Setup{Metrics: m})
 		defer stop()
 		_, err = cli.Put(ctx, "/p/k", "v")
 		Expect(err).NotTo(HaveOccurred())
@@ -237,11 +242,11 @@ var _ = Describe("a controller", func() {
 		rec := newCalls()
 		r := reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 			if rec.record(req.Key) == 1 {
-				return reconcile.Result{}, fmt.Errorf("writing: %w", &store.FencedError{Key: req.Key, Holder: "an earlier owner"})
+				return reconcile.Result{}, fmt.Errorf("writing: %w", &fence.Error{Key: req.Key, Holder: "an earlier owner"})
 			}
 			return reconcile.Result{}, nil
 		})
-		_, _, stop := start(cli, "/f/", reconcile.Options{Name: "fenced", Metrics: m}, r)
+		_, _, stop := start(cli, "/f/", reconcile.Options{Name: "fenced"}, r, gate.Setup{Metrics: m})
 		defer stop()
 		_, err = cli.Put(ctx, "/f/k", "v")
 		Expect(err).NotTo(HaveOccurred())
@@ -256,27 +261,27 @@ var _ = Describe("a controller", func() {
 		Expect(err).NotTo(HaveOccurred())
 		owner, err := cli.Put(ctx, "/owner", "me", clientv3.WithLease(lease.ID))
 		Expect(err).NotTo(HaveOccurred())
-		fence := store.Fence{Cmps: []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision("/owner"), "=", owner.Header.Revision)}, Holder: "test owner"}
+		f := fence.Fence{Cmps: []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision("/owner"), "=", owner.Header.Revision)}, Holder: "test owner"}
 		jobs, err := store.New[map[string]string](cli, "/g/", store.Options[map[string]string]{})
 		Expect(err).NotTo(HaveOccurred())
 		var results sync.Map
 		rec := newCalls()
 		r := reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 			rec.record(req.Key)
-			_, hasFence := store.FenceFrom(ctx)
+			_, hasFence := fence.From(ctx)
 			Expect(hasFence).To(BeTrue())
 			Expect(reconcile.LoggerFrom(ctx).GetSink()).NotTo(BeNil())
 			_, err := jobs.Mutate(ctx, req.Key, func(v *map[string]string) error { (*v)["status"] = "done"; return nil })
 			results.Store(req.Key, err)
-			if errors.Is(err, store.ErrFenced) {
+			if errors.Is(err, fence.ErrFenced) {
 				return reconcile.Result{}, reconcile.TerminalError(err)
 			}
 			return reconcile.Result{}, err
 		})
-		gate := gateFunc(func(ctx context.Context, req reconcile.Request) (context.Context, func(), bool) {
-			return store.WithFence(ctx, fence), nil, req.Key != "/g/not-mine"
+		g := gateFunc(func(ctx context.Context, key string) (context.Context, func(), bool) {
+			return fence.With(ctx, f), nil, key != "/g/not-mine"
 		})
-		_, _, stop := start(cli, "/g/", reconcile.Options{Name: "gated", Gate: gate, Logger: GinkgoLogr}, r)
+		_, _, stop := start(cli, "/g/", reconcile.Options{Name: "gated", Logger: GinkgoLogr}, r, gate.Setup{Gate: g})
 		defer stop()
 		for _, k := range []string{"/g/a", "/g/not-mine"} {
 			_, err := cli.Put(ctx, k, `{"spec":"x"}`)
@@ -291,7 +296,7 @@ var _ = Describe("a controller", func() {
 		Expect(err).NotTo(HaveOccurred())
 		_, err = cli.Put(ctx, "/g/a", `{"spec":"y"}`)
 		Expect(err).NotTo(HaveOccurred())
-		Eventually(func() error { v, _ := results.Load("/g/a"); e, _ := v.(error); return e }).Should(MatchError(store.ErrFenced))
+		Eventually(func() error { v, _ := results.Load("/g/a"); e, _ := v.(error); return e }).Should(MatchError(fence.ErrFenced))
 		got, err := jobs.Get(ctx, "/g/a")
 		Expect(err).NotTo(HaveOccurred())
 		Expect(got.Value["status"]).To(BeEmpty(), "the fenced write was not accepted")
@@ -371,7 +376,7 @@ var _ = Describe("a controller", func() {
 			_, err := cli.Put(ctx, k, "v")
 			Expect(err).NotTo(HaveOccurred())
 		}
-		c, _, stop := start(cli, "/f/", reconcile.Options{Name: "filtered", Gate: f}, r)
+		c, _, stop := start(cli, "/f/", reconcile.Options{Name: "filtered"}, r, gate.Setup{Gate: f})
 		defer stop()
 		Eventually(func() int { return rec.count("/f/a") }).Should(Equal(1))
 		// /f/c waits behind /f/a; /f/b was never queued.
@@ -400,17 +405,20 @@ var _ = Describe("a controller", func() {
 	})
 })
 
-type gateFunc func(context.Context, reconcile.Request) (context.Context, func(), bool)
+// gateFunc queues every key and admits what it returns ok for.
+type gateFunc func(context.Context, string) (context.Context, func(), bool)
 
-func (g gateFunc) Admit(ctx context.Context, req reconcile.Request) (context.Context, func(), bool) {
-	return g(ctx, req)
+func (g gateFunc) Wants(string) bool { return true }
+
+func (g gateFunc) Admit(ctx context.Context, key string) (context.Context, func(), bool) {
+	return g(ctx, key)
 }
 
 // filterGate admits everything, unfenced, and queues what wants accepts.
 type filterGate struct{ wants func(reconcile.Request) bool }
 
-func (g *filterGate) Admit(ctx context.Context, _ reconcile.Request) (context.Context, func(), bool) {
+func (g *filterGate) Admit(ctx context.Context, _ string) (context.Context, func(), bool) {
 	return ctx, nil, true
 }
 
-func (g *filterGate) Wants(req reconcile.Request) bool { return g.wants(req) }
+func (g *filterGate) Wants(key string) bool { return g.wants(reconcile.Request{Key: key}) }

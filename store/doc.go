@@ -11,10 +11,10 @@
 //
 // # Fencing
 //
-// A reconcile runs with a fence in its context (WithFence): the comparison that holds only
+// A reconcile runs with a fence in its context (fence.With): the comparison that holds only
 // while its process still owns the work (the shard owner key's create revision, or the
 // leader key). Every write adds that comparison to its transaction, so a process that was
-// paused or partitioned past its lease can never have a write accepted: it gets ErrFenced.
+// paused or partitioned past its lease can never have a write accepted: it gets an error wrapping fence.ErrFenced.
 // Code outside a reconcile may pass a context without a fence; its writes are unfenced.
 //
 // # When etcd does not answer

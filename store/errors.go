@@ -13,9 +13,6 @@ var (
 	ErrExists = errors.New("store: already exists")
 	// ErrConflict: the object moved since the caller read it; nothing was written.
 	ErrConflict = errors.New("store: conflict")
-	// ErrFenced: the writer's fence no longer holds (it lost its shard or leadership);
-	// nothing was written and the writer must stop.
-	ErrFenced = errors.New("store: fenced")
 	// ErrDecode: a stored value does not decode.
 	ErrDecode = errors.New("store: value does not decode")
 	// ErrOutcomeUnknown: etcd failed to answer a write (a leader change, a timeout) and
@@ -42,19 +39,6 @@ func (e *ConflictError[T]) Error() string {
 
 // Is makes errors.Is(err, ErrConflict) hold.
 func (e *ConflictError[T]) Is(target error) bool { return target == ErrConflict }
-
-// FencedError is returned when a write's fence no longer holds.
-type FencedError struct {
-	Key    string
-	Holder string // the fence's description
-}
-
-func (e *FencedError) Error() string {
-	return fmt.Sprintf("store: write to %s fenced: %s no longer held", e.Key, e.Holder)
-}
-
-// Is makes errors.Is(err, ErrFenced) hold.
-func (e *FencedError) Is(target error) bool { return target == ErrFenced }
 
 // DecodeError names a stored value that does not decode.
 type DecodeError struct {

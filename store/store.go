@@ -12,6 +12,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdkit/etcdkit/fence"
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
 	"github.com/etcdkit/etcdkit/source"
 )
@@ -376,7 +377,7 @@ func (s *Store[T]) put(ctx context.Context, key string, data []byte, value *T, c
 
 // commit runs ops if conds hold and the context's fence holds, and returns the answer of
 // the ops. With a fence the transaction nests: the outer one checks the fence, the inner
-// one the preconditions, so that the answer tells a lost fence (ErrFenced) from a moved
+// one the preconditions, so that the answer tells a lost fence (fence.ErrFenced) from a moved
 // object (ErrConflict). A conflict reads the current state afterwards: an Else branch in
 // every write would cost each write about a tenth of its throughput to speed up the rare
 // conflict.
@@ -387,7 +388,7 @@ func (s *Store[T]) put(ctx context.Context, key string, data []byte, value *T, c
 // the write left it and resp is nil.
 func (s *Store[T]) commit(ctx context.Context, key string, conds []clientv3.Cmp, ops []clientv3.Op, expected int64, w written) (resp *clientv3.TxnResponse, applied *mvccpb.KeyValue, err error) {
 	var inner *clientv3.TxnResponse
-	if fence, fenced := FenceFrom(ctx); !fenced {
+	if f, fenced := fence.From(ctx); !fenced {
 		resp, applied, err := s.retry(ctx, key, w, func() (*clientv3.TxnResponse, error) {
 			return s.client.Txn(ctx).If(conds...).Then(ops...).Commit()
 		})
@@ -397,7 +398,7 @@ func (s *Store[T]) commit(ctx context.Context, key string, conds []clientv3.Cmp,
 		inner = resp
 	} else {
 		resp, applied, err := s.retry(ctx, key, w, func() (*clientv3.TxnResponse, error) {
-			return s.client.Txn(ctx).If(fence.Cmps...).Then(clientv3.OpTxn(conds, ops, nil)).Commit()
+			return s.client.Txn(ctx).If(f.Cmps...).Then(clientv3.OpTxn(conds, ops, nil)).Commit()
 		})
 		if err != nil || applied != nil {
 			return nil, applied, err
@@ -406,8 +407,8 @@ func (s *Store[T]) commit(ctx context.Context, key string, conds []clientv3.Cmp,
 			if s.opts.OnFenced != nil {
 				s.opts.OnFenced()
 			}
-			s.opts.Logger.Info("write fenced", "key", key, "fence", fence.Holder)
-			return nil, nil, &FencedError{Key: key, Holder: fence.Holder}
+			s.opts.Logger.Info("write fenced", "key", key, "fence", f.Holder)
+			return nil, nil, &fence.Error{Key: key, Holder: f.Holder}
 		}
 		txn := resp.Responses[0].GetResponseTxn()
 		inner = &clientv3.TxnResponse{Header: resp.Header, Succeeded: txn.Succeeded, Responses: txn.Responses}

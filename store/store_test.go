@@ -11,6 +11,7 @@ import (
 	. "github.com/onsi/gomega"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdkit/etcdkit/fence"
 	"github.com/etcdkit/etcdkit/source"
 	"github.com/etcdkit/etcdkit/store"
 	"github.com/etcdkit/etcdkit/test/etcdtest"
@@ -131,7 +132,7 @@ var _ = Describe("a store", func() {
 		owner, err := cli.Put(ctx, "/owners/0", "me", clientv3.WithLease(lease.ID))
 		Expect(err).NotTo(HaveOccurred())
 		token := owner.Header.Revision
-		fctx := store.WithFence(ctx, store.Fence{
+		fctx := fence.With(ctx, fence.Fence{
 			Cmps:   []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision("/owners/0"), "=", token)},
 			Holder: fmt.Sprintf("shard 0 (token %d)", token),
 		})
@@ -142,18 +143,18 @@ var _ = Describe("a store", func() {
 		_, err = cli.Revoke(ctx, lease.ID) // the owner's session ends
 		Expect(err).NotTo(HaveOccurred())
 		_, err = fs.Update(fctx, "/jobs/f", &job{Phase: "stale owner"}, v.ModRevision)
-		Expect(err).To(MatchError(store.ErrFenced))
+		Expect(err).To(MatchError(fence.ErrFenced))
 		Expect(err).To(MatchError(ContainSubstring(fmt.Sprintf("token %d", token))))
-		Expect(fs.Delete(fctx, "/jobs/f", 0)).To(MatchError(store.ErrFenced))
+		Expect(fs.Delete(fctx, "/jobs/f", 0)).To(MatchError(fence.ErrFenced))
 		_, err = fs.Create(fctx, "/jobs/g", &job{})
-		Expect(err).To(MatchError(store.ErrFenced))
+		Expect(err).To(MatchError(fence.ErrFenced))
 		Expect(fencedCount.Load()).To(Equal(int32(3)))
 
 		// Another owner of the same shard has a new token; the old token stays refused.
 		_, err = cli.Put(ctx, "/owners/0", "other")
 		Expect(err).NotTo(HaveOccurred())
 		_, err = fs.Update(fctx, "/jobs/f", &job{Phase: "stale owner"}, v.ModRevision)
-		Expect(err).To(MatchError(store.ErrFenced))
+		Expect(err).To(MatchError(fence.ErrFenced))
 		got, err := fs.Get(ctx, "/jobs/f")
 		Expect(err).NotTo(HaveOccurred())
 		Expect(got.Value.Phase).To(Equal("owned"))

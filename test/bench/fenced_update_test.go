@@ -13,6 +13,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdkit/etcdkit/fence"
 	"github.com/etcdkit/etcdkit/manager"
 	"github.com/etcdkit/etcdkit/reconcile"
 	"github.com/etcdkit/etcdkit/source"
@@ -92,7 +93,7 @@ func BenchmarkFencedUpdateController(b *testing.B) {
 		Watches(source.Prefix(in)).
 		WithOptions(reconcile.Options{MaxConcurrentReconciles: workers}).
 		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-			if _, ok := store.FenceFrom(ctx); !ok {
+			if _, ok := fence.From(ctx); !ok {
 				unfenced.Add(1)
 			}
 			obj, err := inputs.Cached(req.Key)

@@ -22,6 +22,7 @@ import (
 	"github.com/etcdkit/etcdkit/config"
 	"github.com/etcdkit/etcdkit/discovery"
 	"github.com/etcdkit/etcdkit/election"
+	"github.com/etcdkit/etcdkit/fence"
 	"github.com/etcdkit/etcdkit/lock"
 	"github.com/etcdkit/etcdkit/manager"
 	"github.com/etcdkit/etcdkit/reconcile"
@@ -571,7 +572,7 @@ func newStatusWriter(cli *clientv3.Client, watchPrefix, statusPrefix string, sha
 }
 
 func (w *statusWriter) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	_, fenced := store.FenceFrom(ctx)
+	_, fenced := fence.From(ctx)
 	if _, inShard := manager.ShardFrom(ctx); !fenced || (w.sharded && !inShard) {
 		w.unfenced.Add(1)
 	}

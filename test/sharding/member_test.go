@@ -19,6 +19,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/etcdkit/etcdkit/fence"
 	"github.com/etcdkit/etcdkit/manager"
 	"github.com/etcdkit/etcdkit/reconcile"
 	"github.com/etcdkit/etcdkit/source"
@@ -234,7 +235,7 @@ func reconcileItem(ctx context.Context, id string, cli *clientv3.Client, out *st
 		obj, err = out.Update(wctx, key, &want, cur.ModRevision)
 	}
 	switch {
-	case errors.Is(err, store.ErrFenced):
+	case errors.Is(err, fence.ErrFenced):
 		end.Result = "fenced"
 	case err == nil:
 		end.Result, end.Rev = "written", obj.ModRevision

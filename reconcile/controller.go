@@ -51,6 +51,12 @@ type Options struct {
 	GracefulShutdownTimeout time.Duration
 	// SyncTimeout bounds the wait for the sources' initial lists. Default 2 min.
 	SyncTimeout time.Duration
+	// TombstoneTTL is how long the last state of a deleted key is kept for its reconcile
+	// (see TombstoneFrom) when no reconcile of the key ends without an error first: on a
+	// replica that does not reconcile the key (a follower, a member that does not own its
+	// shard), until it takes the key over or the TTL passes. Default
+	// DefaultTombstoneTTL (10 min).
+	TombstoneTTL time.Duration
 	// EventFilters judge the events of every source of the controller, after the source's
 	// own predicates and before the event handler; all must pass. They judge the
 	// controller's resyncs (Resync, ResyncWhere) as well: package source says how each
@@ -76,6 +82,8 @@ type Controller struct {
 	// gate, set by a manager (see configure), admits the requests this process reconciles
 	// and gives their fence; nil admits every request, unfenced.
 	gate gate.Gate
+	// tombs holds the last states of deleted keys until their reconcile (TombstoneFrom).
+	tombs *tombstones
 
 	mu      sync.Mutex
 	watches []watch
@@ -98,7 +106,7 @@ func New(opts Options, r Reconciler) (*Controller, error) {
 	if opts.MaxConcurrentReconciles < 0 {
 		return nil, fmt.Errorf("reconcile: controller %q: MaxConcurrentReconciles must be at least 1, got %d", opts.Name, opts.MaxConcurrentReconciles)
 	}
-	if opts.ReconcileTimeout < 0 || opts.GracefulShutdownTimeout < 0 || opts.BaseDelay < 0 || opts.MaxDelay < 0 || opts.SyncTimeout < 0 {
+	if opts.ReconcileTimeout < 0 || opts.GracefulShutdownTimeout < 0 || opts.BaseDelay < 0 || opts.MaxDelay < 0 || opts.SyncTimeout < 0 || opts.TombstoneTTL < 0 {
 		return nil, fmt.Errorf("reconcile: controller %q: durations must not be negative", opts.Name)
 	}
 	if opts.RateLimiter != nil && (opts.BaseDelay != 0 || opts.MaxDelay != 0) {
@@ -128,15 +136,19 @@ func New(opts Options, r Reconciler) (*Controller, error) {
 	if opts.SyncTimeout == 0 {
 		opts.SyncTimeout = DefaultSyncTimeout
 	}
+	if opts.TombstoneTTL == 0 {
+		opts.TombstoneTTL = DefaultTombstoneTTL
+	}
 	m, err := metrics.New(prometheus.NewRegistry())
 	if err != nil {
 		return nil, err
 	}
 	c := &Controller{
-		name: opts.Name,
-		r:    r,
-		opts: opts,
-		log:  opts.Logger.WithValues("controller", opts.Name),
+		name:  opts.Name,
+		r:     r,
+		opts:  opts,
+		log:   opts.Logger.WithValues("controller", opts.Name),
+		tombs: newTombstones(opts.TombstoneTTL),
 	}
 	c.useMetrics(m)
 	return c, nil
@@ -249,7 +261,9 @@ func (c *Controller) Resync() { c.ResyncWhere(nil) }
 
 // ResyncWhere is Resync for the requests that keep returns true for (all when keep is nil):
 // a sharded gate resyncs the keys of one shard when it claims it. keep judges the requests
-// that the filters and the handler make of the resync events.
+// that the filters and the handler make of the resync events. The deleted keys whose
+// tombstones the controller still holds (see TombstoneFrom) are queued too, so that a
+// replica that takes keys over reconciles the deletes that their previous owner had not.
 func (c *Controller) ResyncWhere(keep func(Request) bool) {
 	c.mu.Lock()
 	watches := append([]watch(nil), c.watches...)
@@ -262,7 +276,16 @@ func (c *Controller) ResyncWhere(keep func(Request) bool) {
 			}
 		}
 	}
+	for _, k := range c.tombs.keys() {
+		if req := (Request{Key: k}); keep == nil || keep(req) {
+			c.add(req, workqueue.Backlog)
+		}
+	}
 }
+
+// Tombstone returns the tombstone the controller holds for key, if any (see
+// TombstoneFrom): for inspection; a reconciler gets it from its context.
+func (c *Controller) Tombstone(key string) (Tombstone, bool) { return c.tombs.get(key) }
 
 // handle passes e, which the source's predicates have passed, through the controller's
 // event filters and w's handler, and queues the requests that keep (nil: all) returns true
@@ -271,7 +294,14 @@ func (c *Controller) ResyncWhere(keep func(Request) bool) {
 // for one backlog request after every workqueue.DefaultLiveBurst live ones in a row, so
 // that a resync drains under a steady stream of changes. A live event for a key queued as
 // backlog moves it up.
+//
+// A delete that causes a request for its own key leaves a tombstone with the key's last
+// state (TombstoneFrom), recorded before the request is queued, and whether or not this
+// process reconciles the key now; a put of the key drops it.
 func (c *Controller) handle(w watch, e source.Event, keep func(Request) bool) {
+	if e.Type == source.Put {
+		c.tombs.forget(e.Key)
+	}
 	for _, p := range c.opts.EventFilters {
 		if !p(e) {
 			return
@@ -281,7 +311,16 @@ func (c *Controller) handle(w watch, e source.Event, keep func(Request) bool) {
 	if e.Initial {
 		prio = workqueue.Backlog
 	}
-	for _, req := range w.h(e) {
+	reqs := w.h(e)
+	if e.Type == source.Delete && e.PrevKV != nil {
+		for _, req := range reqs {
+			if req.Key == e.Key && (keep == nil || keep(req)) {
+				c.tombs.record(e.Key, e.PrevKV, e.KV.ModRevision)
+				break
+			}
+		}
+	}
+	for _, req := range reqs {
 		if keep == nil || keep(req) {
 			c.add(req, prio)
 		}
@@ -369,11 +408,21 @@ func (c *Controller) Start(ctx context.Context) error {
 		}()
 	}
 
+	// Tombstones of keys this replica does not reconcile expire on their own.
+	expiry := time.NewTicker(max(c.opts.TombstoneTTL/4, 10*time.Millisecond))
+	defer expiry.Stop()
 	var result error
-	select {
-	case <-ctx.Done():
-	case result = <-srcFailed:
-		c.log.Error(result, "a source failed; stopping")
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case result = <-srcFailed:
+			c.log.Error(result, "a source failed; stopping")
+			break wait
+		case <-expiry.C:
+			c.tombs.expire()
+		}
 	}
 	c.log.Info("stopping: no new work, waiting for reconciles in flight", "timeout", c.opts.GracefulShutdownTimeout)
 	c.queue.ShutDown()
@@ -391,6 +440,7 @@ func (c *Controller) Start(ctx context.Context) error {
 
 // processNext reconciles one request; it returns false once the queue is shut down.
 func (c *Controller) processNext(ctx context.Context) bool {
+	var handled bool // the reconcile ended with nothing more to do
 	key, shutdown := c.queue.Get()
 	if shutdown {
 		return false
@@ -414,6 +464,16 @@ func (c *Controller) processNext(ctx context.Context) bool {
 	id := newReconcileID()
 	log := c.log.WithValues("key", key, "reconcileID", id)
 	rctx = logr.NewContext(rctx, log)
+	tomb, deleted := c.tombs.get(key)
+	if deleted {
+		rctx = context.WithValue(rctx, tombstoneKey{}, tomb)
+		// The delete is handled once a reconcile of it ends with nothing more to do.
+		defer func() {
+			if handled {
+				c.tombs.done(key, tomb.Revision)
+			}
+		}()
+	}
 	if c.opts.ReconcileTimeout > 0 {
 		var cancel context.CancelFunc
 		rctx, cancel = context.WithTimeout(rctx, c.opts.ReconcileTimeout)
@@ -427,6 +487,7 @@ func (c *Controller) processNext(ctx context.Context) bool {
 	c.m.ReconcileTime.WithLabelValues(c.name).Observe(time.Since(start).Seconds())
 	active.Dec()
 
+	handled = (err == nil && res.IsZero()) || IsTerminal(err)
 	switch {
 	case err != nil && IsTerminal(err):
 		c.queue.Forget(key)

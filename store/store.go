@@ -129,6 +129,15 @@ func (s *Store[T]) checkKey(key string) error {
 	return nil
 }
 
+// Decode turns a key-value read elsewhere (a watch event, a reconcile.Tombstone) into an
+// object of the store's type.
+func (s *Store[T]) Decode(kv *mvccpb.KeyValue) (*Object[T], error) {
+	if kv == nil {
+		return nil, errors.New("store: Decode of a nil key-value")
+	}
+	return s.decode(kv)
+}
+
 // decode turns a stored key-value into an object.
 func (s *Store[T]) decode(kv *mvccpb.KeyValue) (*Object[T], error) {
 	obj := &Object[T]{Meta: metaOf(kv)}
@@ -263,7 +272,9 @@ func (s *Store[T]) Create(ctx context.Context, key string, value *T) (*Object[T]
 }
 
 // Update replaces the object at key if its ModRevision is still modRevision; otherwise it
-// returns a *ConflictError with the current state and writes nothing.
+// returns a *ConflictError with the current state and writes nothing. For a type with
+// finalizers, value must keep the Lifecycle that was read; an update of an object being
+// deleted that leaves no finalizer deletes it, and returns a nil object.
 func (s *Store[T]) Update(ctx context.Context, key string, value *T, modRevision int64) (*Object[T], error) {
 	if modRevision <= 0 {
 		return nil, fmt.Errorf("store: Update of %s needs the mod revision that was read, got %d", key, modRevision)
@@ -273,7 +284,9 @@ func (s *Store[T]) Update(ctx context.Context, key string, value *T, modRevision
 
 // Delete deletes key if its ModRevision is still modRevision (a *ConflictError otherwise);
 // a modRevision of 0 deletes whatever is there. Deleting a missing key with modRevision 0
-// succeeds.
+// succeeds. When T embeds Lifecycle and the object has finalizers, Delete marks it
+// instead (Lifecycle.DeletionRequested) and the removal of its last finalizer deletes it:
+// see Lifecycle.
 func (s *Store[T]) Delete(ctx context.Context, key string, modRevision int64) error {
 	if err := s.checkKey(key); err != nil {
 		return err
@@ -281,12 +294,10 @@ func (s *Store[T]) Delete(ctx context.Context, key string, modRevision int64) er
 	if modRevision < 0 {
 		return fmt.Errorf("store: Delete of %s: mod revision must not be negative, got %d", key, modRevision)
 	}
-	var conds []clientv3.Cmp
-	if modRevision > 0 {
-		conds = append(conds, clientv3.Compare(clientv3.ModRevision(key), "=", modRevision))
+	if s.Finalizable() {
+		return s.deleteOrMark(ctx, key, modRevision)
 	}
-	_, _, err := s.commit(ctx, key, conds, []clientv3.Op{clientv3.OpDelete(key)}, modRevision, written{deleted: true, expected: modRevision})
-	return err
+	return s.deleteAt(ctx, key, modRevision)
 }
 
 // Mutate reads key, applies fn to its value and writes the result if nothing moved
@@ -294,58 +305,84 @@ func (s *Store[T]) Delete(ctx context.Context, key string, modRevision int64) er
 // fn leaves the encoded value unchanged nothing is written, so a reconciler that mutates
 // its own key does not wake itself up again. fn may run several times and must only change
 // the value it is given; an error from fn ends Mutate with that error and writes nothing.
+//
+// For a type with finalizers (see Lifecycle), Mutate keeps the deletion mark that was
+// read, and when fn removes the last finalizer of an object being deleted it deletes the
+// key instead, and returns a nil object.
 func (s *Store[T]) Mutate(ctx context.Context, key string, fn func(*T) error) (*Object[T], error) {
 	if err := s.checkKey(key); err != nil {
 		return nil, err
 	}
-	backoff := DefaultMutateMinBackoff
-	var last error
-	for attempt := 0; attempt < s.opts.MutateAttempts; attempt++ {
+	var out *Object[T]
+	err := s.onConflict(ctx, key, true, func() error {
 		resp, err := s.read(ctx, key)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if len(resp.Kvs) == 0 {
-			return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
+			return fmt.Errorf("%w: %s", ErrNotFound, key)
 		}
 		cur, err := s.decode(resp.Kvs[0])
 		if err != nil {
-			return nil, err
+			return err
+		}
+		lc := lifecycleOf(&cur.Value)
+		var mark *time.Time
+		if lc != nil {
+			mark = lc.DeletionRequested
 		}
 		if err := fn(&cur.Value); err != nil {
-			return nil, err
+			return fnError{err}
+		}
+		if mark != nil {
+			lc.DeletionRequested = mark
 		}
 		data, err := s.opts.Codec.Encode(&cur.Value)
 		if err != nil {
-			return nil, fmt.Errorf("store: encoding %s: %w", key, err)
+			return fmt.Errorf("store: encoding %s: %w", key, err)
 		}
 		if bytes.Equal(data, resp.Kvs[0].Value) {
-			return cur, nil
+			out = cur
+			return nil
 		}
-		obj, err := s.put(ctx, key, data, &cur.Value, clientv3.Compare(clientv3.ModRevision(key), "=", cur.ModRevision), cur.ModRevision)
-		if !errors.Is(err, ErrConflict) {
-			return obj, err
+		if lc != nil && lc.Deleting() && len(lc.Finalizers) == 0 {
+			out = nil
+			return s.deleteAt(ctx, key, cur.ModRevision)
 		}
-		last = err
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
-		}
-		backoff = min(2*backoff, DefaultMutateMaxBackoff)
+		out, err = s.put(ctx, key, data, &cur.Value, clientv3.Compare(clientv3.ModRevision(key), "=", cur.ModRevision), cur.ModRevision)
+		return err
+	})
+	if fe, ok := err.(fnError); ok {
+		return nil, fe.err
 	}
-	return nil, fmt.Errorf("store: Mutate of %s gave up after %d conflicts: %w", key, s.opts.MutateAttempts, last)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
+// fnError carries the error of Mutate's fn through the conflict retries, which it ends.
+type fnError struct{ err error }
+
+func (e fnError) Error() string { return e.err.Error() }
+
 // write encodes value and puts it under cond.
+// For a type with finalizers, a value being deleted is never created, and one being
+// deleted with no finalizer left is deleted instead (a nil object).
 func (s *Store[T]) write(ctx context.Context, key string, value *T, cond clientv3.Cmp, expected int64) (*Object[T], error) {
 	if err := s.checkKey(key); err != nil {
 		return nil, err
 	}
 	if value == nil {
 		return nil, fmt.Errorf("store: writing %s: value must not be nil", key)
+	}
+	if lc := lifecycleOf(value); lc != nil && lc.Deleting() {
+		switch {
+		case expected == 0:
+			return nil, fmt.Errorf("store: creating %s: the value has DeletionRequested set: a new object cannot be being deleted", key)
+		case len(lc.Finalizers) == 0:
+			return nil, s.deleteAt(ctx, key, expected)
+		}
 	}
 	data, err := s.opts.Codec.Encode(value)
 	if err != nil {

@@ -28,8 +28,19 @@
 //
 // A panic in a Reconciler is recovered and handled as an error. Every reconcile's context
 // carries a logger with the key and a reconcile id (LoggerFrom), and the fence of the
-// process's ownership (store.FenceFrom), so that store writes made in it are refused once
-// the ownership is lost.
+// process's ownership (fence.From), so that store writes made in it are refused once the
+// ownership is lost.
+//
+// # Deletes
+//
+// A reconcile of a deleted key finds it gone from the cache, and its context holds the
+// key's last state (TombstoneFrom): the value it had before the delete, kept until a
+// reconcile of the key ends with nothing more to do, the key is created again, or
+// Options.TombstoneTTL passes. A replica that does not reconcile the key (a follower, a
+// member that does not own its shard) keeps the tombstone too, and hands it to its own
+// reconcile if it takes the key over within the TTL. A tombstone lives in memory: a
+// delete that happens while every replica is down leaves none, so cleanup that must never
+// be missed uses the finalizers of package store, which live in etcd.
 //
 // # Event filters
 //

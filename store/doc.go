@@ -17,6 +17,19 @@
 // paused or partitioned past its lease can never have a write accepted: it gets an error wrapping fence.ErrFenced.
 // Code outside a reconcile may pass a context without a fence; its writes are unfenced.
 //
+// # Finalizers
+//
+// A type that embeds Lifecycle takes part in the finalizer protocol: Delete of an object
+// with finalizers marks it (DeletionRequested) instead of deleting it; the controllers
+// that put the finalizers there (AddFinalizer) see the mark, do their cleanup, and remove
+// their finalizer (RemoveFinalizer, fenced like every write of a reconcile); the removal
+// of the last one deletes the key in the same transaction. The mark and the finalizers
+// are stored in etcd with the object, so the cleanup happens even when every replica was
+// down at the time of the delete, or the one cleaning up is killed in the middle. JSON
+// (the default codec of struct types) stores them; string and []byte values have none. A
+// delete that bypasses the store (etcdctl del) removes the key at once: its reconcile
+// then has only the key's tombstone (reconcile.TombstoneFrom).
+//
 // # When etcd does not answer
 //
 // Reads, and writes whose answer etcd lost to a leader change, a timeout or an unavailable

@@ -6,7 +6,7 @@
 // A Manager owns a key prefix. Set stores any value as JSON at a key relative to it, and
 // the typed getters read it back:
 //
-//	cfg, err := config.NewManager(client, "/config/app", log)
+//	cfg, err := config.NewManager(client, "/config/app", config.Options{Logger: log})
 //	defer cfg.Close()
 //	err = cfg.Set(ctx, "database/port", 5432)  // /config/app/database/port = 5432
 //	port, err := cfg.GetInt(ctx, "database/port")

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/go-logr/logr"
-
 	"github.com/etcdkit/etcdkit/config"
 	"github.com/etcdkit/etcdkit/test/etcdtest"
 )
@@ -21,7 +19,7 @@ func Example() {
 	}
 	defer etcd.Close()
 
-	cfg, err := config.NewManager(etcd.Client(), "/config/app", logr.Discard())
+	cfg, err := config.NewManager(etcd.Client(), "/config/app", config.Options{})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -60,7 +58,7 @@ func ExampleManager_Watch() {
 		return
 	}
 	defer etcd.Close()
-	cfg, err := config.NewManager(etcd.Client(), "/config/app", logr.Discard())
+	cfg, err := config.NewManager(etcd.Client(), "/config/app", config.Options{})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -96,7 +94,7 @@ func ExampleFeatureFlags() {
 		return
 	}
 	defer etcd.Close()
-	cfg, err := config.NewManager(etcd.Client(), "/config/app", logr.Discard())
+	cfg, err := config.NewManager(etcd.Client(), "/config/app", config.Options{})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -138,7 +136,7 @@ func ExampleSnapshots() {
 		return
 	}
 	defer etcd.Close()
-	cfg, err := config.NewManager(etcd.Client(), "/config/app", logr.Discard())
+	cfg, err := config.NewManager(etcd.Client(), "/config/app", config.Options{})
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -1,7 +1,6 @@
 package config_test
 
 import (
-	"github.com/go-logr/logr"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
@@ -10,9 +9,9 @@ import (
 
 var _ = Describe("bad input", func() {
 	It("is rejected by NewManager", func() {
-		_, err := config.NewManager(nil, "/config/app", logr.Discard())
+		_, err := config.NewManager(nil, "/config/app", config.Options{})
 		Expect(err).To(MatchError("config: client must not be nil"))
-		_, err = config.NewManager(cluster.Client(), "", logr.Discard())
+		_, err = config.NewManager(cluster.Client(), "", config.Options{})
 		Expect(err).To(MatchError("config: prefix must not be empty"))
 	})
 

@@ -58,10 +58,16 @@ type Manager struct {
 	decoded source.Memo[*entry]
 }
 
+// Options configure a Manager made by NewManager. The zero value is valid.
+type Options struct {
+	// Logger receives the Manager's logs. Default (the zero logr.Logger): discarded.
+	Logger logr.Logger
+}
+
 // NewManager returns a Manager of the values under prefix (a "/" is appended when missing:
-// "/config/app" holds "/config/app/database/host"). It starts filling its cache in the
-// background and does not wait for etcd: see WaitForSync. A zero logr.Logger discards logs.
-func NewManager(client *clientv3.Client, prefix string, log logr.Logger) (*Manager, error) {
+// "/config/app" holds "/config/app/database/host"), configured by opts. It starts filling
+// its cache in the background and does not wait for etcd: see WaitForSync.
+func NewManager(client *clientv3.Client, prefix string, opts Options) (*Manager, error) {
 	if client == nil {
 		return nil, errors.New("config: client must not be nil")
 	}
@@ -71,7 +77,7 @@ func NewManager(client *clientv3.Client, prefix string, log logr.Logger) (*Manag
 	if !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
 	}
-	src, err := source.New(client, prefix, source.Options{MinBackoff: minBackoff, MaxBackoff: maxBackoff, Logger: log})
+	src, err := source.New(client, prefix, source.Options{MinBackoff: minBackoff, MaxBackoff: maxBackoff, Logger: opts.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -79,7 +85,7 @@ func NewManager(client *clientv3.Client, prefix string, log logr.Logger) (*Manag
 	m := &Manager{
 		client: client,
 		prefix: prefix,
-		log:    log,
+		log:    opts.Logger,
 		src:    src,
 		ctx:    ctx,
 		cancel: cancel,

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-logr/logr"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -18,7 +17,7 @@ import (
 
 // newManager returns a synced Manager that the spec closes at its end.
 func newManager(ctx context.Context, cli *clientv3.Client, prefix string) *config.Manager {
-	m, err := config.NewManager(cli, prefix, logr.Discard())
+	m, err := config.NewManager(cli, prefix, config.Options{})
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(m.Close)
 	Expect(m.WaitForSync(ctx)).To(Succeed())
@@ -209,7 +208,7 @@ var _ = Describe("Manager", func() {
 		Expect(err).NotTo(HaveOccurred())
 		defer own.Close()
 		logs, log := newCapturedLog()
-		reader, err := config.NewManager(own, prefix, log)
+		reader, err := config.NewManager(own, prefix, config.Options{Logger: log})
 		Expect(err).NotTo(HaveOccurred())
 		defer reader.Close()
 		Expect(reader.WaitForSync(ctx)).To(Succeed())
@@ -235,7 +234,7 @@ var _ = Describe("Manager", func() {
 	})
 
 	It("fails calls after Close", func(ctx SpecContext) {
-		m, err := config.NewManager(cluster.Client(), prefix, logr.Logger{})
+		m, err := config.NewManager(cluster.Client(), prefix, config.Options{})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(m.WaitForSync(ctx)).To(Succeed())
 		Expect(m.HasSynced()).To(BeTrue())

@@ -3,7 +3,6 @@ package discovery_test
 import (
 	"time"
 
-	"github.com/go-logr/logr"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
@@ -14,7 +13,7 @@ var _ = Describe("LoadBalancer", func() {
 	var reg *discovery.Registry
 	BeforeEach(func(ctx SpecContext) {
 		var err error
-		reg, err = discovery.NewRegistry(cluster.Client(), uniquePrefix(), 5, logr.Discard())
+		reg, err = discovery.NewRegistry(cluster.Client(), uniquePrefix(), discovery.Options{TTL: 5 * time.Second})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(reg.Close)
 		for i, id := range []string{"a", "b", "c"} {

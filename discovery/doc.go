@@ -20,7 +20,7 @@
 //
 // Registry.Close deregisters everything the registry registered and stops its goroutines.
 //
-//	reg, err := discovery.NewRegistry(client, "/services", 30, log)
+//	reg, err := discovery.NewRegistry(client, "/services", discovery.Options{TTL: 30 * time.Second, Logger: log})
 //	defer reg.Close()
 //	err = reg.Register(ctx, discovery.ServiceInfo{Name: "api-server", ID: "api-1", Address: "10.0.0.1", Port: 8080})
 //

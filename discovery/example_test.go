@@ -3,8 +3,7 @@ package discovery_test
 import (
 	"context"
 	"fmt"
-
-	"github.com/go-logr/logr"
+	"time"
 
 	"github.com/etcdkit/etcdkit/discovery"
 	"github.com/etcdkit/etcdkit/test/etcdtest"
@@ -20,7 +19,7 @@ func Example() {
 	}
 	defer etcd.Close()
 
-	reg, err := discovery.NewRegistry(etcd.Client(), "/services", 10, logr.Discard())
+	reg, err := discovery.NewRegistry(etcd.Client(), "/services", discovery.Options{TTL: 10 * time.Second})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -78,7 +77,7 @@ func ExampleRegistry_Watch() {
 		return
 	}
 	defer etcd.Close()
-	reg, err := discovery.NewRegistry(etcd.Client(), "/services", 10, logr.Discard())
+	reg, err := discovery.NewRegistry(etcd.Client(), "/services", discovery.Options{TTL: 10 * time.Second})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -112,7 +111,7 @@ func ExampleLoadBalancer_Acquire() {
 		return
 	}
 	defer etcd.Close()
-	reg, err := discovery.NewRegistry(etcd.Client(), "/services", 10, logr.Discard())
+	reg, err := discovery.NewRegistry(etcd.Client(), "/services", discovery.Options{TTL: 10 * time.Second})
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -74,7 +74,7 @@ func (r *Registry) keepAlive(ctx context.Context, reg *registration, lease clien
 func (r *Registry) republish(ctx context.Context, reg *registration) bool {
 	bo := etcdutil.Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
 	for {
-		actx, cancel := context.WithTimeout(ctx, time.Duration(r.ttl)*time.Second)
+		actx, cancel := context.WithTimeout(ctx, r.ttl)
 		err := r.publish(actx, reg)
 		cancel()
 		if err == nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/go-logr/logr"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
@@ -13,23 +12,25 @@ import (
 
 var _ = Describe("bad input", func() {
 	It("is rejected by NewRegistry with errors naming the option and value", func() {
-		_, err := discovery.NewRegistry(nil, "/services", 30, logr.Discard())
+		_, err := discovery.NewRegistry(nil, "/services", discovery.Options{TTL: 30 * time.Second})
 		Expect(err).To(MatchError(ContainSubstring("client must not be nil")))
-		_, err = discovery.NewRegistry(cluster.Client(), "", 30, logr.Discard())
+		_, err = discovery.NewRegistry(cluster.Client(), "", discovery.Options{TTL: 30 * time.Second})
 		Expect(err).To(MatchError(ContainSubstring(`prefix must name a key prefix other than the root, got ""`)))
-		_, err = discovery.NewRegistry(cluster.Client(), "//", 30, logr.Discard())
+		_, err = discovery.NewRegistry(cluster.Client(), "//", discovery.Options{TTL: 30 * time.Second})
 		Expect(err).To(MatchError(ContainSubstring(`got "//"`)))
-		_, err = discovery.NewRegistry(cluster.Client(), "/services", 1, logr.Discard())
-		Expect(err).To(MatchError("discovery: TTL must be at least 2 seconds, got 1"))
-		_, err = discovery.NewRegistry(cluster.Client(), "/services", -5, logr.Discard())
-		Expect(err).To(MatchError("discovery: TTL must be at least 2 seconds, got -5"))
-		reg, err := discovery.NewRegistry(cluster.Client(), "/services", 0, logr.Logger{})
-		Expect(err).NotTo(HaveOccurred(), "TTL 0 means the default; a zero logger works")
+		_, err = discovery.NewRegistry(cluster.Client(), "/services", discovery.Options{TTL: time.Second})
+		Expect(err).To(MatchError("discovery: TTL must be at least 2s, got 1s"))
+		_, err = discovery.NewRegistry(cluster.Client(), "/services", discovery.Options{TTL: -5 * time.Second})
+		Expect(err).To(MatchError("discovery: TTL must be at least 2s, got -5s"))
+		_, err = discovery.NewRegistry(cluster.Client(), "/services", discovery.Options{TTL: 2500 * time.Millisecond})
+		Expect(err).To(MatchError("discovery: TTL must be a whole number of seconds (etcd leases count seconds), got 2.5s"))
+		reg, err := discovery.NewRegistry(cluster.Client(), "/services", discovery.Options{})
+		Expect(err).NotTo(HaveOccurred(), "zero Options: the default TTL, logs discarded")
 		Expect(reg.Close()).To(Succeed())
 	})
 
 	It("is rejected by the registry's calls", func(ctx SpecContext) {
-		reg, err := discovery.NewRegistry(cluster.Client(), uniquePrefix(), 5, logr.Logger{})
+		reg, err := discovery.NewRegistry(cluster.Client(), uniquePrefix(), discovery.Options{TTL: 5 * time.Second})
 		Expect(err).NotTo(HaveOccurred())
 		defer reg.Close()
 		for _, c := range []struct {
@@ -60,7 +61,7 @@ var _ = Describe("bad input", func() {
 	It("is rejected by NewLoadBalancer", func() {
 		_, err := discovery.NewLoadBalancer(nil, discovery.RoundRobin)
 		Expect(err).To(MatchError(ContainSubstring("registry must not be nil")))
-		reg, err := discovery.NewRegistry(cluster.Client(), uniquePrefix(), 5, logr.Logger{})
+		reg, err := discovery.NewRegistry(cluster.Client(), uniquePrefix(), discovery.Options{TTL: 5 * time.Second})
 		Expect(err).NotTo(HaveOccurred())
 		defer reg.Close()
 		_, err = discovery.NewLoadBalancer(reg, discovery.Strategy(7))
@@ -75,7 +76,7 @@ var _ = Describe("bad input", func() {
 	It("skips stored values that are not instances, without failing the others", func(ctx SpecContext) {
 		prefix := uniquePrefix()
 		logs, log := newCapturedLog()
-		reg, err := discovery.NewRegistry(cluster.Client(), prefix, 5, log)
+		reg, err := discovery.NewRegistry(cluster.Client(), prefix, discovery.Options{TTL: 5 * time.Second, Logger: log})
 		Expect(err).NotTo(HaveOccurred())
 		defer reg.Close()
 		Expect(reg.Register(ctx, instance("api", "good", 1))).To(Succeed())

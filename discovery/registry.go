@@ -14,17 +14,16 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/etcdkit/etcdkit/internal/lease"
-
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
+	"github.com/etcdkit/etcdkit/internal/lease"
 )
 
 const (
-	// DefaultTTL is the lease TTL in seconds that NewRegistry uses when given 0.
-	DefaultTTL = 30
-	// MinTTL is the shortest lease TTL in seconds that NewRegistry accepts: etcd rounds
-	// shorter ones up, and a keep-alive needs time to arrive before the lease runs out.
-	MinTTL = 2
+	// DefaultTTL is the lease TTL used when Options.TTL is 0.
+	DefaultTTL = 30 * time.Second
+	// MinTTL is the shortest lease TTL that NewRegistry accepts: etcd rounds shorter ones
+	// up, and a keep-alive needs time to arrive before the lease runs out.
+	MinTTL = 2 * time.Second
 	// DefaultHealthInterval is how often a health check runs when WithHealthCheck is given
 	// an interval of 0.
 	DefaultHealthInterval = 5 * time.Second
@@ -46,7 +45,8 @@ const (
 type Registry struct {
 	client *clientv3.Client
 	prefix string // without a trailing "/"; an instance lives at prefix/name/id
-	ttl    int64
+	ttl    time.Duration
+	ttlSec int64 // ttl in seconds, as etcd grants leases
 	log    logr.Logger
 
 	// ctx ends when Close starts: it stops heartbeats, watches and registrations in flight.
@@ -64,9 +64,20 @@ type Registry struct {
 	regs   map[string]*registration // by instance key
 }
 
-// NewRegistry returns a registry that keeps instances under prefix with leases of ttl
-// seconds (DefaultTTL when 0; at least MinTTL). A zero logr.Logger discards logs.
-func NewRegistry(client *clientv3.Client, prefix string, ttl int, log logr.Logger) (*Registry, error) {
+// Options configure a Registry made by NewRegistry. The zero value is valid: every field
+// has a default.
+type Options struct {
+	// TTL is the TTL of each instance's lease: an instance whose process dies or is cut off
+	// from etcd leaves discovery after this long. It must be a whole number of seconds
+	// (etcd leases count seconds), at least MinTTL (2 s). Default (0): DefaultTTL, 30 s.
+	TTL time.Duration
+	// Logger receives the registry's logs. Default (the zero logr.Logger): discarded.
+	Logger logr.Logger
+}
+
+// NewRegistry returns a registry that keeps instances under prefix (an instance lives at
+// prefix/name/id), configured by opts. It does not talk to etcd until it is used.
+func NewRegistry(client *clientv3.Client, prefix string, opts Options) (*Registry, error) {
 	if client == nil {
 		return nil, errors.New("discovery: client must not be nil")
 	}
@@ -74,18 +85,21 @@ func NewRegistry(client *clientv3.Client, prefix string, ttl int, log logr.Logge
 	if p == "" {
 		return nil, fmt.Errorf("discovery: prefix must name a key prefix other than the root, got %q", prefix)
 	}
+	ttl := opts.TTL
 	if ttl == 0 {
 		ttl = DefaultTTL
 	}
-	if err := lease.CheckTTL("discovery: TTL", ttl, MinTTL); err != nil {
+	ttlSec, err := lease.CheckTTL("discovery: TTL", ttl, MinTTL)
+	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Registry{
 		client: client,
 		prefix: p,
-		ttl:    int64(ttl),
-		log:    log,
+		ttl:    ttl,
+		ttlSec: int64(ttlSec),
+		log:    opts.Logger,
 		ctx:    ctx,
 		cancel: cancel,
 		regs:   map[string]*registration{},
@@ -256,7 +270,7 @@ func (r *Registry) isClosed() bool {
 // lease the value may be attached to. A previous lease is revoked afterwards: the value no
 // longer hangs on it.
 func (r *Registry) publish(ctx context.Context, reg *registration) error {
-	grant, err := r.client.Grant(ctx, r.ttl)
+	grant, err := r.client.Grant(ctx, r.ttlSec)
 	if err != nil {
 		return fmt.Errorf("granting a lease: %w", err)
 	}

@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-logr/logr"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -42,7 +41,7 @@ var _ = Describe("Registry", func() {
 	})
 
 	It("registers instances as JSON under prefix/name/id, discovers and deregisters them", func(ctx SpecContext) {
-		reg, err := discovery.NewRegistry(cli, prefix+"/", 5, logr.Discard())
+		reg, err := discovery.NewRegistry(cli, prefix+"/", discovery.Options{TTL: 5 * time.Second})
 		Expect(err).NotTo(HaveOccurred())
 		defer reg.Close()
 
@@ -84,7 +83,7 @@ var _ = Describe("Registry", func() {
 	})
 
 	It("keeps an instance past its TTL while the heartbeat runs", func(ctx SpecContext) {
-		reg, err := discovery.NewRegistry(cli, prefix, 2, logr.Discard())
+		reg, err := discovery.NewRegistry(cli, prefix, discovery.Options{TTL: 2 * time.Second})
 		Expect(err).NotTo(HaveOccurred())
 		defer reg.Close()
 		Expect(reg.Register(ctx, instance("api", "a", 1))).To(Succeed())
@@ -97,7 +96,7 @@ var _ = Describe("Registry", func() {
 	It("lets an instance expire within TTL + 1 s when its heartbeat stops", func(ctx SpecContext) {
 		own, err := cluster.NewClient()
 		Expect(err).NotTo(HaveOccurred())
-		reg, err := discovery.NewRegistry(own, prefix, 2, logr.Discard())
+		reg, err := discovery.NewRegistry(own, prefix, discovery.Options{TTL: 2 * time.Second})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(reg.Register(ctx, instance("api", "a", 1))).To(Succeed())
 		_, _, ok := stored(ctx, cli, prefix+"/api/a")
@@ -114,7 +113,7 @@ var _ = Describe("Registry", func() {
 
 	It("registers again on a new lease when its lease is revoked", func(ctx SpecContext) {
 		logs, log := newCapturedLog()
-		reg, err := discovery.NewRegistry(cli, prefix, 2, log)
+		reg, err := discovery.NewRegistry(cli, prefix, discovery.Options{TTL: 2 * time.Second, Logger: log})
 		Expect(err).NotTo(HaveOccurred())
 		defer reg.Close()
 		Expect(reg.Register(ctx, instance("api", "a", 1))).To(Succeed())
@@ -146,7 +145,7 @@ var _ = Describe("Registry", func() {
 		Expect(err).NotTo(HaveOccurred())
 		defer own.Close()
 		logs, log := newCapturedLog()
-		reg, err := discovery.NewRegistry(own, prefix, 2, log)
+		reg, err := discovery.NewRegistry(own, prefix, discovery.Options{TTL: 2 * time.Second, Logger: log})
 		Expect(err).NotTo(HaveOccurred())
 		defer reg.Close()
 		Expect(reg.Register(ctx, instance("api", "a", 1))).To(Succeed())
@@ -179,7 +178,7 @@ var _ = Describe("Registry", func() {
 	})
 
 	It("replaces a registration of the same instance, and watchers see the update", func(ctx SpecContext) {
-		reg, err := discovery.NewRegistry(cli, prefix, 5, logr.Discard())
+		reg, err := discovery.NewRegistry(cli, prefix, discovery.Options{TTL: 5 * time.Second})
 		Expect(err).NotTo(HaveOccurred())
 		defer reg.Close()
 		Expect(reg.Register(ctx, instance("api", "a", 1))).To(Succeed())
@@ -205,7 +204,7 @@ var _ = Describe("Registry", func() {
 	})
 
 	It("leaves an unhealthy instance out of discovery until it is healthy again", func(ctx SpecContext) {
-		reg, err := discovery.NewRegistry(cli, prefix, 5, logr.Discard())
+		reg, err := discovery.NewRegistry(cli, prefix, discovery.Options{TTL: 5 * time.Second})
 		Expect(err).NotTo(HaveOccurred())
 		defer reg.Close()
 		var healthy atomic.Bool
@@ -237,7 +236,7 @@ var _ = Describe("Registry", func() {
 	})
 
 	It("deregisters an instance it did not register", func(ctx SpecContext) {
-		reg, err := discovery.NewRegistry(cli, prefix, 5, logr.Discard())
+		reg, err := discovery.NewRegistry(cli, prefix, discovery.Options{TTL: 5 * time.Second})
 		Expect(err).NotTo(HaveOccurred())
 		defer reg.Close()
 		v, err := json.Marshal(instance("api", "stale", 1))

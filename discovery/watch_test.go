@@ -61,7 +61,7 @@ func proxiedRegistry(prefix string, log logr.Logger) (*etcdtest.Proxy, *discover
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{px.Endpoint()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(cli.Close)
-	reg, err := discovery.NewRegistry(cli, prefix, 5, log)
+	reg, err := discovery.NewRegistry(cli, prefix, discovery.Options{TTL: 5 * time.Second, Logger: log})
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(reg.Close)
 	return px, reg
@@ -72,7 +72,7 @@ var _ = Describe("Registry.Watch", func() {
 	BeforeEach(func() { prefix = uniquePrefix() })
 
 	It("reports the instances present before it returns, then every change in order", func(ctx SpecContext) {
-		reg, err := discovery.NewRegistry(cluster.Client(), prefix, 5, logr.Discard())
+		reg, err := discovery.NewRegistry(cluster.Client(), prefix, discovery.Options{TTL: 5 * time.Second})
 		Expect(err).NotTo(HaveOccurred())
 		defer reg.Close()
 		Expect(reg.Register(ctx, instance("api", "b", 2))).To(Succeed())
@@ -92,7 +92,7 @@ var _ = Describe("Registry.Watch", func() {
 	})
 
 	It("stops when its context ends", func(ctx SpecContext) {
-		reg, err := discovery.NewRegistry(cluster.Client(), prefix, 5, logr.Discard())
+		reg, err := discovery.NewRegistry(cluster.Client(), prefix, discovery.Options{TTL: 5 * time.Second})
 		Expect(err).NotTo(HaveOccurred())
 		defer reg.Close()
 		wctx, cancel := context.WithCancel(ctx)
@@ -129,7 +129,7 @@ var _ = Describe("Registry.Watch", func() {
 		Expect(err).NotTo(HaveOccurred())
 		defer watchCli.Close()
 		logs, log := newCapturedLog()
-		reg, err := discovery.NewRegistry(watchCli, prefix, 5, log)
+		reg, err := discovery.NewRegistry(watchCli, prefix, discovery.Options{TTL: 5 * time.Second, Logger: log})
 		Expect(err).NotTo(HaveOccurred())
 		defer reg.Close()
 		events := &eventLog{}
@@ -205,7 +205,7 @@ var _ = Describe("Registry.Watch", func() {
 		own, err := cluster.NewClient()
 		Expect(err).NotTo(HaveOccurred())
 		logs, log := newCapturedLog()
-		reg, err := discovery.NewRegistry(own, prefix, 5, log)
+		reg, err := discovery.NewRegistry(own, prefix, discovery.Options{TTL: 5 * time.Second, Logger: log})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(reg.Watch(ctx, "api", func(discovery.ServiceEvent) {})).To(Succeed())
 		Expect(own.Close()).To(Succeed())

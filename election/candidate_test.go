@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/go-logr/logr"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/onsi/gomega/gexec"
@@ -42,7 +40,7 @@ const (
 
 func runCandidate() int {
 	id := os.Getenv(candidateEnv)
-	ttl, err := strconv.Atoi(os.Getenv(ttlEnv))
+	ttl, err := time.ParseDuration(os.Getenv(ttlEnv))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "candidate: bad TTL:", err)
 		return 2
@@ -58,7 +56,7 @@ func runCandidate() int {
 	}
 	defer cli.Close()
 	prefix := os.Getenv(prefixEnv)
-	e, err := election.New(cli, prefix, id, ttl, logr.Discard())
+	e, err := election.New(cli, prefix, election.Options{ID: id, TTL: ttl})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "candidate:", err)
 		return 2
@@ -136,7 +134,7 @@ func startCandidate(endpoints []string, prefix, id string) *candidateProcess {
 		candidateEnv+"="+id,
 		endpointsEnv+"="+strings.Join(endpoints, ","),
 		prefixEnv+"="+prefix,
-		ttlEnv+"="+strconv.Itoa(ttl),
+		ttlEnv+"="+ttl.String(),
 	)
 	stdin, err := cmd.StdinPipe()
 	Expect(err).NotTo(HaveOccurred())

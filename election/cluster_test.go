@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/go-logr/logr"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -52,7 +51,7 @@ var _ = Describe("an election on a three-member etcd cluster", func() {
 		killed, err := c.Leader(ctx)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(c.Kill(killed)).To(Succeed())
-		Consistently(atMostOne).WithTimeout(2 * ttl * time.Second).WithPolling(20 * time.Millisecond).Should(Succeed())
+		Consistently(atMostOne).WithTimeout(2 * ttl).WithPolling(20 * time.Millisecond).Should(Succeed())
 		oneLeader := func(g Gomega) {
 			ids := leaders(nodes...)
 			g.Expect(ids).To(HaveLen(1))
@@ -70,7 +69,7 @@ var _ = Describe("an election on a three-member etcd cluster", func() {
 		cli, err := clientv3.New(cfg)
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(cli.Close)
-		watcher, err := election.New(cli, prefix, "watcher", ttl, logr.Discard())
+		watcher, err := election.New(cli, prefix, election.Options{ID: "watcher", TTL: ttl})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(watcher.Close)
 		rec := record(watcher.Observe(ctx))

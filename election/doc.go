@@ -4,14 +4,14 @@
 //
 // # Candidates and leadership
 //
-// Each candidate is an Election: New(client, prefix, id, ttl, log). It campaigns with a
-// session, a lease of ttl seconds that it keeps alive, by putting a key named after the
-// lease under the prefix with its id as value (the layout of etcd's concurrency.Election,
+// Each candidate is an Election: New(client, prefix, Options{ID, TTL, Logger}). It
+// campaigns with a session, a lease of TTL (whole seconds) that it keeps alive, by putting
+// a key named after the lease under the prefix with its ID as value (the layout of etcd's concurrency.Election,
 // so etcdctl's `elect` and other observers understand it). The candidate whose key is
 // the oldest (lowest create revision) leads; the others wait, each for the deletion of the
 // key just before its own.
 //
-//	e, err := election.New(cli, "/myapp/election/", "node-1", 10, log)
+//	e, err := election.New(cli, "/myapp/election/", election.Options{ID: "node-1", TTL: 10 * time.Second, Logger: log})
 //	defer e.Close()
 //	e.OnElected(func() { log.Info("leading") })
 //	e.OnDefeat(func() { log.Info("no longer leading") })
@@ -59,8 +59,14 @@
 //
 // # Leader-only work
 //
-// LeaderTask runs a function every interval while the candidate leads, never overlapping
-// itself; HACoordinator runs a primary function while it leads and a secondary one
-// otherwise, stopping one before starting the other. Both keep the election campaigning
-// while they run, sharing the campaign with any Run of the same Election.
+// LeaderTask runs a function at the start of each leadership and then every interval while
+// the candidate leads, never overlapping itself; HACoordinator runs a primary function while
+// it leads and a secondary one otherwise, stopping one before starting the other. Both keep
+// the election campaigning while they run, sharing the campaign with any Run of the same
+// Election. Their Start blocks until its context ends, like Run and like a manager.Runnable,
+// and returns once the function has returned and the candidate has left the election; a
+// Start after that runs them again:
+//
+//	task, err := election.NewLeaderTask(e, cleanup, election.TaskOptions{Interval: time.Minute})
+//	go task.Start(ctx) // until ctx ends
 package election

@@ -2,11 +2,15 @@ package election
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/go-logr/logr"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -16,9 +20,13 @@ import (
 	"github.com/etcdkit/etcdkit/internal/lease"
 )
 
-// MinTTL is the shortest session TTL, in seconds, that New accepts. etcd itself rounds
-// shorter leases up to about 1.5 election timeouts.
-const MinTTL = 2
+const (
+	// DefaultTTL is the session TTL used when Options.TTL is 0.
+	DefaultTTL = 10 * time.Second
+	// MinTTL is the shortest session TTL that New accepts. etcd itself rounds shorter
+	// leases up to about 1.5 election timeouts.
+	MinTTL = 2 * time.Second
+)
 
 var (
 	// ErrNoLeader is returned by GetLeader when no candidate holds the election.
@@ -45,7 +53,8 @@ type Election struct {
 	client *clientv3.Client
 	prefix string // ends with "/"
 	id     string
-	ttl    int // seconds
+	ttl    time.Duration
+	ttlSec int // ttl in seconds, as lease.Grant takes it
 	log    logr.Logger
 
 	stopCtx   context.Context // ended by Close, with cause ErrClosed: ends campaigns, Run, observers
@@ -77,20 +86,44 @@ type Election struct {
 	wg        sync.WaitGroup // every goroutine of the Election: key watchers, sessions, observers, notifier, run loop
 }
 
-// New returns a candidate with the given id in the election held under prefix. Its session
-// has a TTL of ttl seconds (at least MinTTL): a candidate that crashes or is cut off from
-// etcd loses its place within that time. New does not contact etcd; Campaign and Run do.
-// A zero log discards the log.
-func New(client *clientv3.Client, prefix, id string, ttl int, log logr.Logger) (*Election, error) {
+// Options configure an Election made by New. The zero value is valid: every field has a
+// default.
+type Options struct {
+	// ID names this candidate: it is the value of its key, which GetLeader and Observe
+	// report. It must not hold '/' or white space. Default (""): the host name and a random
+	// suffix.
+	ID string
+	// TTL is the session TTL: a candidate that crashes or is cut off from etcd loses its
+	// place within that time, and a leader its leadership. It must be a whole number of
+	// seconds (etcd leases count seconds), at least MinTTL (2 s). Default (0): DefaultTTL,
+	// 10 s.
+	TTL time.Duration
+	// Logger receives the election's logs. Default (the zero logr.Logger): discarded.
+	Logger logr.Logger
+}
+
+// New returns a candidate in the election held under prefix (a "/" is appended when
+// missing), configured by opts. New does not contact etcd; Campaign and Run do.
+func New(client *clientv3.Client, prefix string, opts Options) (*Election, error) {
 	switch {
 	case client == nil:
 		return nil, errors.New("election: client must not be nil")
 	case prefix == "":
 		return nil, errors.New(`election: prefix must not be empty, got ""`)
-	case id == "":
-		return nil, errors.New(`election: id must not be empty, got ""`)
 	}
-	if err := lease.CheckTTL("election: TTL", ttl, MinTTL); err != nil {
+	id := opts.ID
+	if id == "" {
+		id = defaultID()
+	}
+	if !validID(id) {
+		return nil, fmt.Errorf("election: ID must not hold '/' or white space, got %q", id)
+	}
+	ttl := opts.TTL
+	if ttl == 0 {
+		ttl = DefaultTTL
+	}
+	ttlSec, err := lease.CheckTTL("election: TTL", ttl, MinTTL)
+	if err != nil {
 		return nil, err
 	}
 	if !strings.HasSuffix(prefix, "/") {
@@ -104,7 +137,8 @@ func New(client *clientv3.Client, prefix, id string, ttl int, log logr.Logger) (
 		prefix:       prefix,
 		id:           id,
 		ttl:          ttl,
-		log:          log.WithValues("election", prefix, "id", id),
+		ttlSec:       ttlSec,
+		log:          opts.Logger.WithValues("election", prefix, "id", id),
 		stopCtx:      stopCtx,
 		stop:         stop,
 		notLeader:    notLeader,
@@ -112,6 +146,23 @@ func New(client *clientv3.Client, prefix, id string, ttl int, log logr.Logger) (
 		changed:      make(chan struct{}),
 		closeDone:    make(chan struct{}),
 	}, nil
+}
+
+// validID reports whether id may be a candidate's ID: it holds no '/' and no white space.
+func validID(id string) bool {
+	return !strings.ContainsFunc(id, func(r rune) bool { return r == '/' || unicode.IsSpace(r) })
+}
+
+// defaultID is the ID of a candidate whose Options.ID is empty: the host name and a random
+// suffix, so that candidates on one host differ.
+func defaultID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" || !validID(host) {
+		host = "candidate"
+	}
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return host + "-" + hex.EncodeToString(b[:])
 }
 
 // ID returns this candidate's id, the value of its key.
@@ -216,7 +267,7 @@ func (e *Election) session(ctx context.Context) (*lease.Session, error) {
 	}
 	bo := &etcdutil.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
 	for {
-		s, err := lease.Grant(ctx, e.client, e.ttl, e.log)
+		s, err := lease.Grant(ctx, e.client, e.ttlSec, e.log)
 		if err == nil {
 			e.mu.Lock()
 			e.sess = s
@@ -278,7 +329,7 @@ func (e *Election) withdraw(c *candidacy, cause error) {
 // cleanupTimeout bounds the deletes and revokes that end a candidacy when the caller's
 // context has already ended.
 func (e *Election) cleanupTimeout() time.Duration {
-	return min(time.Duration(e.ttl)*time.Second, lease.MaxRevokeWait)
+	return min(e.ttl, lease.MaxRevokeWait)
 }
 
 // IsLeader reports whether this candidate leads now. It is false from the moment the

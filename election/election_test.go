@@ -3,10 +3,10 @@ package election_test
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"time"
 
-	"github.com/go-logr/logr"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -18,27 +18,48 @@ import (
 
 var _ = Describe("New", func() {
 	DescribeTable("rejects bad input with an error naming the option and the value",
-		func(prefix, id string, ttl int, want string) {
+		func(prefix string, opts election.Options, want string) {
 			c := etcdtest.New(GinkgoT())
-			e, err := election.New(c.Client(), prefix, id, ttl, logr.Discard())
+			e, err := election.New(c.Client(), prefix, opts)
 			Expect(e).To(BeNil())
 			Expect(err).To(MatchError(want))
 		},
-		Entry("empty prefix", "", "n1", 5, `election: prefix must not be empty, got ""`),
-		Entry("empty id", "/p/", "", 5, `election: id must not be empty, got ""`),
-		Entry("TTL 0", "/p/", "n1", 0, "election: TTL must be at least 2 seconds, got 0"),
-		Entry("TTL 1", "/p/", "n1", 1, "election: TTL must be at least 2 seconds, got 1"),
+		Entry("empty prefix", "", election.Options{ID: "n1"}, `election: prefix must not be empty, got ""`),
+		Entry("an ID with a slash", "/p/", election.Options{ID: "a/b"}, `election: ID must not hold '/' or white space, got "a/b"`),
+		Entry("an ID with a space", "/p/", election.Options{ID: "a b"}, `election: ID must not hold '/' or white space, got "a b"`),
+		Entry("TTL 1 s", "/p/", election.Options{TTL: time.Second}, "election: TTL must be at least 2s, got 1s"),
+		Entry("a negative TTL", "/p/", election.Options{TTL: -2 * time.Second}, "election: TTL must be at least 2s, got -2s"),
+		Entry("a TTL that is not whole seconds", "/p/", election.Options{TTL: 2500 * time.Millisecond},
+			"election: TTL must be a whole number of seconds (etcd leases count seconds), got 2.5s"),
 	)
 
-	It("rejects a nil client and accepts a zero logger", func() {
-		_, err := election.New(nil, "/p/", "n1", 2, logr.Logger{})
+	It("rejects a nil client, and takes zero Options: a host-based ID and the default TTL", func(ctx SpecContext) {
+		_, err := election.New(nil, "/p/", election.Options{})
 		Expect(err).To(MatchError("election: client must not be nil"))
 		c := etcdtest.New(GinkgoT())
-		e, err := election.New(c.Client(), "/p", "n1", 2, logr.Logger{})
+		e, err := election.New(c.Client(), "/p", election.Options{ID: "n1"})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(e.Prefix()).To(Equal("/p/"))
 		Expect(e.ID()).To(Equal("n1"))
 		Expect(e.Close()).To(Succeed())
+
+		e1, err := election.New(c.Client(), "/p", election.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(e1.Close)
+		e2, err := election.New(c.Client(), "/p", election.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(e2.Close)
+		host, err := os.Hostname()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(e1.ID()).To(HavePrefix(host + "-"))
+		Expect(e1.ID()).NotTo(Equal(e2.ID()), "two candidates with default IDs")
+
+		Expect(e1.Campaign(ctx)).To(Succeed())
+		key, lease := keyOf(ctx, c.Client(), "/p/", e1.ID())
+		Expect(key).To(HavePrefix("/p/"))
+		granted, err := c.Client().TimeToLive(ctx, lease)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(time.Duration(granted.GrantedTTL) * time.Second).To(Equal(election.DefaultTTL))
 	})
 })
 
@@ -297,7 +318,7 @@ var _ = Describe("an election", func() {
 		cli, err := c.NewClient()
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(cli.Close)
-		s, err := concurrency.NewSession(cli, concurrency.WithTTL(ttl))
+		s, err := concurrency.NewSession(cli, concurrency.WithTTL(int(ttl/time.Second)))
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(s.Close)
 		theirs := concurrency.NewElection(s, strings.TrimSuffix(prefix, "/"))

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/go-logr/logr"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdkit/etcdkit/election"
@@ -23,7 +22,7 @@ func Example() {
 	defer etcd.Close()
 	cli := etcd.Client()
 
-	e, err := election.New(cli, "/myapp/election/", "node-1", 5, logr.Discard())
+	e, err := election.New(cli, "/myapp/election/", election.Options{ID: "node-1", TTL: 5 * time.Second})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -71,7 +70,7 @@ func ExampleElection_Run() {
 
 	var nodes []*election.Election
 	for _, id := range []string{"node-1", "node-2"} {
-		e, err := election.New(etcd.Client(), "/myapp/election/", id, 5, logr.Discard())
+		e, err := election.New(etcd.Client(), "/myapp/election/", election.Options{ID: id, TTL: 5 * time.Second})
 		if err != nil {
 			fmt.Println(err)
 			return
@@ -116,7 +115,7 @@ func ExampleNewLeaderTask() {
 		return
 	}
 	defer etcd.Close()
-	e, err := election.New(etcd.Client(), "/myapp/election/", "node-1", 5, logr.Discard())
+	e, err := election.New(etcd.Client(), "/myapp/election/", election.Options{ID: "node-1", TTL: 5 * time.Second})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -131,22 +130,23 @@ func ExampleNewLeaderTask() {
 		default:
 		}
 		return nil
-	}, 100*time.Millisecond, logr.Discard())
+	}, election.TaskOptions{Interval: 100 * time.Millisecond})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	if err := task.Start(ctx); err != nil { // campaigns, too
-		fmt.Println(err)
-		return
-	}
+	taskCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- task.Start(taskCtx) }() // campaigns, too, and blocks until taskCtx ends
 	<-ran
 	fmt.Println("the task ran on the leader:", e.IsLeader())
-	task.Stop()
-	fmt.Println("after Stop, leading:", e.IsLeader())
+	stop()
+	fmt.Println("Start returned:", <-done)
+	fmt.Println("leading after Start returned:", e.IsLeader())
 	// Output:
 	// the task ran on the leader: true
-	// after Stop, leading: false
+	// Start returned: <nil>
+	// leading after Start returned: false
 }
 
 // An HA coordinator runs the primary on the leader and the secondary on the others.
@@ -173,14 +173,14 @@ func ExampleNewHACoordinator() {
 	var coordinators []*election.HACoordinator
 	var primaries, secondaries []chan struct{}
 	for _, id := range []string{"node-1", "node-2"} {
-		e, err := election.New(etcd.Client(), "/myapp/ha/", id, 5, logr.Discard())
+		e, err := election.New(etcd.Client(), "/myapp/ha/", election.Options{ID: id, TTL: 5 * time.Second})
 		if err != nil {
 			fmt.Println(err)
 			return
 		}
 		defer e.Close()
 		primary, secondary := make(chan struct{}, 1), make(chan struct{}, 1)
-		h, err := election.NewHACoordinator(e, serve(primary), serve(secondary), logr.Discard())
+		h, err := election.NewHACoordinator(e, serve(primary), serve(secondary), election.HAOptions{})
 		if err != nil {
 			fmt.Println(err)
 			return
@@ -189,16 +189,30 @@ func ExampleNewHACoordinator() {
 		primaries, secondaries = append(primaries, primary), append(secondaries, secondary)
 	}
 
-	_ = coordinators[0].Start(ctx) // campaigns, too
+	// start runs a coordinator's Start, which campaigns, too, and blocks until its context
+	// ends; the returned stop ends it and waits for it to return.
+	start := func(h *election.HACoordinator) (stop func()) {
+		ctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = h.Start(ctx)
+		}()
+		return func() {
+			cancel()
+			<-done
+		}
+	}
+	stop1 := start(coordinators[0])
 	<-primaries[0]
-	_ = coordinators[1].Start(ctx)
+	stop2 := start(coordinators[1])
 	<-secondaries[1]
 	fmt.Println("roles:", coordinators[0].Role(), coordinators[1].Role())
 
-	coordinators[0].Stop() // node-1 stops its primary, then resigns: node-2 takes over
+	stop1() // node-1 stops its primary, then resigns: node-2 takes over
 	<-primaries[1]
 	fmt.Println("roles:", coordinators[0].Role(), coordinators[1].Role())
-	coordinators[1].Stop()
+	stop2()
 	// Output:
 	// roles: primary secondary
 	// roles: none primary

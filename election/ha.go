@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -15,7 +16,7 @@ import (
 type Role int
 
 const (
-	// RoleNone: neither function runs (before Start, after Stop, and while switching).
+	// RoleNone: neither function runs (while Start does not run, and while switching).
 	RoleNone Role = iota
 	// RolePrimary: the primary function runs; this candidate leads.
 	RolePrimary
@@ -37,29 +38,33 @@ func (r Role) String() string {
 
 // HACoordinator runs a primary function while its election's candidate leads and a
 // secondary function otherwise (active-passive high availability). Create it with
-// NewHACoordinator.
+// NewHACoordinator and run it with Start.
 type HACoordinator struct {
 	e                  *Election
 	primary, secondary func(ctx context.Context) error
 	log                logr.Logger
 
-	mu      sync.Mutex
-	role    Role
-	started bool
-	cancel  context.CancelFunc
-	done    chan struct{} // closed when the coordinator's goroutine has ended
+	running atomic.Bool // a Start is running
+
+	mu   sync.Mutex
+	role Role
+}
+
+// HAOptions configure an HACoordinator made by NewHACoordinator. The zero value is valid.
+type HAOptions struct {
+	// Logger receives the coordinator's logs. Default (the zero logr.Logger): discarded.
+	Logger logr.Logger
 }
 
 // NewHACoordinator returns a coordinator of primary and secondary on election e. Both
 // functions' contexts derive from Start's. The primary's ends the moment the leadership
 // ends, with the reason as its cause (by the time IsLeader reports false, it has ended);
 // the secondary's ends when the candidate is elected. The coordinator starts as secondary
-// and switches when it is elected. A switch cancels the
-// function that runs and waits for it to return before it starts the other, so the two
-// never run at once in this process. A function that returns (or panics) while its role
-// holds is logged and started again after a backoff. A nil secondary means standing by.
-// A zero log discards the log.
-func NewHACoordinator(e *Election, primary, secondary func(ctx context.Context) error, log logr.Logger) (*HACoordinator, error) {
+// and switches when it is elected. A switch cancels the function that runs and waits for
+// it to return before it starts the other, so the two never run at once in this process.
+// A function that returns (or panics) while its role holds is logged and started again
+// after a backoff. A nil secondary means standing by.
+func NewHACoordinator(e *Election, primary, secondary func(ctx context.Context) error, opts HAOptions) (*HACoordinator, error) {
 	switch {
 	case e == nil:
 		return nil, errors.New("election: HACoordinator needs an Election, got nil")
@@ -72,43 +77,38 @@ func NewHACoordinator(e *Election, primary, secondary func(ctx context.Context) 
 			return nil
 		}
 	}
-	return &HACoordinator{e: e, primary: primary, secondary: secondary, log: log.WithValues("election", e.prefix, "id", e.id)}, nil
+	return &HACoordinator{e: e, primary: primary, secondary: secondary, log: opts.Logger.WithValues("election", e.prefix, "id", e.id)}, nil
 }
 
-// Start starts the coordinator and returns; it runs until ctx ends or Stop is called. It
-// keeps the election campaigning meanwhile, as Run does (sharing the campaign with any
-// other Run of the same Election), so that another candidate takes over when this one
-// stops. A coordinator starts once: a second Start returns an error.
+// Start runs the coordinator until ctx ends or the Election is closed, keeping the
+// election campaigning meanwhile, as Run does (sharing the campaign with any other Run of
+// the same Election), so that another candidate takes over when this one stops. It
+// blocks, and returns only once everything it started has ended: the running function has
+// returned, and then the campaign, which resigns if this candidate leads and no other Run
+// holds the campaign (never before the primary has stopped). It returns nil when ctx ends
+// and ErrClosed when the Election is closed.
+//
+// A Start after the previous one returned runs the coordinator again; a Start while
+// another one runs returns an error at once.
 func (h *HACoordinator) Start(ctx context.Context) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.started {
-		return errors.New("election: HACoordinator already started")
+	if !h.running.CompareAndSwap(false, true) {
+		return errors.New("election: HACoordinator already running: Start was called before the previous Start returned")
 	}
+	defer h.running.Store(false)
 	if h.e.isClosed() {
 		return ErrClosed
 	}
-	h.started = true
-	ctx, h.cancel = context.WithCancel(ctx)
-	h.done = make(chan struct{})
-	// The coordinator's goroutine belongs to the coordinator: it ends when ctx ends or Stop
-	// is called, after the running function has returned, and then closes done.
-	go h.run(ctx)
-	return nil
-}
-
-// Stop stops the coordinator: it cancels the running function, waits for it to return,
-// and then leaves the election (resigning if it led and no other Run holds the campaign).
-// It does nothing on a coordinator that was never started.
-func (h *HACoordinator) Stop() {
-	h.mu.Lock()
-	cancel, done := h.cancel, h.done
-	h.mu.Unlock()
-	if cancel == nil {
-		return
+	ctx, cancel := etcdutil.Bound(ctx, h.e.stopCtx)
+	defer cancel()
+	// The campaign outlives the loop below: it is stopped only once the running function
+	// has returned, so that this candidate resigns after its primary has stopped.
+	stopCampaign := keepCampaigning(ctx, h.e, h.log)
+	defer stopCampaign()
+	h.run(ctx)
+	if h.e.isClosed() {
+		return ErrClosed
 	}
-	cancel()
-	<-done
+	return nil
 }
 
 // Role returns the role whose function runs now.
@@ -124,13 +124,8 @@ func (h *HACoordinator) setRole(r Role) {
 	h.mu.Unlock()
 }
 
+// run plays the role the candidate has, switching at every change, until ctx ends.
 func (h *HACoordinator) run(ctx context.Context) {
-	defer close(h.done)
-	// The campaign goroutine belongs to this one, and outlives the loop below: it is
-	// stopped only once the running function has returned, so that this candidate resigns
-	// after its primary has stopped, never before.
-	stopCampaign := keepCampaigning(ctx, h.e, h.log)
-	defer stopCampaign()
 	for ctx.Err() == nil {
 		if pctx, cancel := h.e.leaderScope(ctx); pctx != nil {
 			h.play(pctx, RolePrimary, h.primary)

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-logr/logr"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -50,7 +49,7 @@ var _ = Describe("Observe", func() {
 		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{px.Endpoint()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(cli.Close)
-		e, err := election.New(cli, prefix, "watcher", ttl, logr.Discard())
+		e, err := election.New(cli, prefix, election.Options{ID: "watcher", TTL: ttl})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(e.Close)
 		rec := record(e.Observe(ctx))

@@ -83,7 +83,7 @@ func (e *Election) campaignLoop(ctx context.Context, l *runLoop, prev <-chan str
 		case <-ctx.Done():
 		}
 	}
-	bo := &etcdutil.Backoff{Min: 100 * time.Millisecond, Max: time.Duration(e.ttl) * time.Second}
+	bo := &etcdutil.Backoff{Min: 100 * time.Millisecond, Max: e.ttl}
 	for ctx.Err() == nil {
 		err := e.Campaign(ctx)
 		if ctx.Err() != nil {
@@ -95,7 +95,7 @@ func (e *Election) campaignLoop(ctx context.Context, l *runLoop, prev <-chan str
 			case errors.Is(err, ErrSessionLost):
 				e.log.Info("candidacy lost, campaigning again", "reason", err.Error())
 			case etcderr.IsPermanent(err):
-				d = time.Duration(e.ttl) * time.Second
+				d = e.ttl
 				e.setProblem(err)
 				e.log.Error(err, "campaign refused by etcd, retrying", "after", d)
 			default:

@@ -21,7 +21,7 @@ var _ = Describe("an election on a secured etcd", func() {
 		cli, err := c.UserClient("cand", "pw")
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(cli.Close)
-		e, err := election.New(cli, prefix, id, ttl, GinkgoLogr)
+		e, err := election.New(cli, prefix, election.Options{ID: id, TTL: ttl, Logger: GinkgoLogr})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(e.Close)
 		return e

@@ -4,12 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -34,8 +35,8 @@ func TestMain(m *testing.M) {
 	etcdtest.VerifyTestMain(m)
 }
 
-// ttl is the session TTL of the tests, in seconds.
-const ttl = 2
+// ttl is the session TTL of the tests.
+const ttl = 2 * time.Second
 
 // node is one candidate with its own client, counting its callbacks.
 type node struct {
@@ -51,7 +52,7 @@ func newNode(c *etcdtest.Cluster, prefix, id string) *node {
 	GinkgoHelper()
 	cli, err := c.NewClient()
 	Expect(err).NotTo(HaveOccurred())
-	e, err := election.New(cli, prefix, id, ttl, logr.Discard())
+	e, err := election.New(cli, prefix, election.Options{ID: id, TTL: ttl})
 	Expect(err).NotTo(HaveOccurred())
 	n := &node{id: id, cli: cli, e: e}
 	e.OnElected(func() { n.elected.Add(1) })
@@ -161,5 +162,72 @@ func (r *recorder) last() string {
 	return r.values[len(r.values)-1]
 }
 
+// blocking is a Start of a LeaderTask or an HACoordinator, running in a goroutine of its
+// own on a context of its own.
+type blocking struct {
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Start has returned
+	err    error         // Start's result, set before done is closed
+}
+
+// startBlocking calls start (a LeaderTask's or an HACoordinator's Start) in a goroutine;
+// the spec's end stops it, if the spec has not.
+func startBlocking(start func(context.Context) error) *blocking {
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &blocking{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer GinkgoRecover()
+		defer close(b.done)
+		b.err = start(ctx)
+	}()
+	DeferCleanup(func() {
+		cancel()
+		<-b.done
+	})
+	return b
+}
+
+// stop cancels Start's context and returns Start's result once it has returned.
+func (b *blocking) stop() error {
+	GinkgoHelper()
+	b.cancel()
+	Eventually(b.done).Should(BeClosed(), "Start did not return after its context ended")
+	return b.err
+}
+
+// taskFrames name the functions of a LeaderTask or an HACoordinator, and of the campaign
+// they keep going, as they appear in a goroutine's stack.
+var taskFrames = []string{
+	"election.(*LeaderTask).",
+	"election.(*HACoordinator).",
+	"election.keepCampaigning",
+	"election.(*Election).Run(",
+	"election.(*Election).campaignLoop",
+}
+
+// taskGoroutines returns the stacks of the goroutines that run a part of a LeaderTask or
+// an HACoordinator (their function included), or the campaign they keep going.
+func taskGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	var found []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		for _, f := range taskFrames {
+			if strings.Contains(g, f) {
+				found = append(found, g)
+				break
+			}
+		}
+	}
+	return found
+}
+
 // within is the time a failover may take: the TTL, plus a second.
-var within = time.Duration(ttl)*time.Second + time.Second
+var within = ttl + time.Second

@@ -4,107 +4,109 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
+
+	"github.com/etcdkit/etcdkit/internal/etcdutil"
 )
 
 // LeaderTask runs a function periodically, only on the leader. Create it with
-// NewLeaderTask.
+// NewLeaderTask and run it with Start.
 type LeaderTask struct {
 	e        *Election
 	fn       func(ctx context.Context) error
-	interval time.Duration
+	interval time.Duration // 0: once per leadership
 	log      logr.Logger
 
-	mu      sync.Mutex
-	started bool
-	cancel  context.CancelFunc
-	done    chan struct{} // closed when the task's goroutine has ended
+	running atomic.Bool // a Start is running
 }
 
-// NewLeaderTask returns a task that runs fn every interval while e leads: once at the
-// start of each leadership, then at every tick. fn's context, derived from Start's, ends
-// when the task stops and the moment the leadership ends, with the reason as its cause
+// TaskOptions configure a LeaderTask made by NewLeaderTask. The zero value is valid: every
+// field has a default.
+type TaskOptions struct {
+	// Interval is the time between the starts of two runs of the function while the
+	// candidate leads: it runs once at the start of each leadership, then every Interval. A
+	// run that outlasts the interval delays the next tick. It must not be negative. Default
+	// (0): the function runs once per leadership, at its start.
+	Interval time.Duration
+	// Logger receives the task's logs. Default (the zero logr.Logger): discarded.
+	Logger logr.Logger
+}
+
+// NewLeaderTask returns a task that runs fn while e leads: once at the start of each
+// leadership, then every opts.Interval (if set). fn's context, derived from Start's, ends
+// when Start's does and the moment the leadership ends, with the reason as its cause
 // (context.Cause: ErrSessionLost, ErrResigned, ErrClosed); by the time IsLeader reports
 // false, it has ended. Runs never overlap, not even across leaderships: a run that
 // outlasts the interval delays the next tick, and a run that ignores its context delays
 // the next leadership's first run. An error or a panic of fn is logged; the task goes on.
-// A zero log discards the log.
-func NewLeaderTask(e *Election, fn func(ctx context.Context) error, interval time.Duration, log logr.Logger) (*LeaderTask, error) {
+func NewLeaderTask(e *Election, fn func(ctx context.Context) error, opts TaskOptions) (*LeaderTask, error) {
 	switch {
 	case e == nil:
 		return nil, errors.New("election: LeaderTask needs an Election, got nil")
 	case fn == nil:
 		return nil, errors.New("election: LeaderTask needs a function, got nil")
-	case interval <= 0:
-		return nil, fmt.Errorf("election: LeaderTask interval must be positive, got %s", interval)
+	case opts.Interval < 0:
+		return nil, fmt.Errorf("election: LeaderTask Interval must not be negative, got %s", opts.Interval)
 	}
-	return &LeaderTask{e: e, fn: fn, interval: interval, log: log.WithValues("election", e.prefix, "id", e.id)}, nil
+	return &LeaderTask{e: e, fn: fn, interval: opts.Interval, log: opts.Logger.WithValues("election", e.prefix, "id", e.id)}, nil
 }
 
-// Start starts the task and returns; the task runs until ctx ends or Stop is called. It
-// keeps the election campaigning meanwhile, as Run does (sharing the campaign with any
-// other Run of the same Election). A task starts once: a second Start returns an error.
+// Start runs the task until ctx ends or the Election is closed, keeping the election
+// campaigning meanwhile, as Run does (sharing the campaign with any other Run of the same
+// Election). It blocks, and returns only once everything it started has ended: the run in
+// progress has returned, and then the campaign, which resigns if this candidate leads and
+// no other Run holds the campaign. It returns nil when ctx ends and ErrClosed when the
+// Election is closed.
+//
+// A Start after the previous one returned runs the task again (a manager starts its
+// leader runnables again at every term); a Start while another one runs returns an error
+// at once.
 func (t *LeaderTask) Start(ctx context.Context) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.started {
-		return errors.New("election: LeaderTask already started")
+	if !t.running.CompareAndSwap(false, true) {
+		return errors.New("election: LeaderTask already running: Start was called before the previous Start returned")
 	}
+	defer t.running.Store(false)
 	if t.e.isClosed() {
 		return ErrClosed
 	}
-	t.started = true
-	ctx, t.cancel = context.WithCancel(ctx)
-	t.done = make(chan struct{})
-	// The task's goroutine belongs to the task: it ends when ctx ends or Stop is called,
-	// after the run in progress returns, and then closes done.
-	go t.run(ctx)
-	return nil
-}
-
-// Stop stops the task: it waits for the run in progress, if any, to return, and then
-// leaves the election (resigning if it led and no other Run holds the campaign). It does
-// nothing on a task that was never started.
-func (t *LeaderTask) Stop() {
-	t.mu.Lock()
-	cancel, done := t.cancel, t.done
-	t.mu.Unlock()
-	if cancel == nil {
-		return
-	}
-	cancel()
-	<-done
-}
-
-func (t *LeaderTask) run(ctx context.Context) {
-	defer close(t.done)
+	ctx, cancel := etcdutil.Bound(ctx, t.e.stopCtx)
+	defer cancel()
 	// The campaign is stopped once the loop below has ended, after the run in progress.
 	stopCampaign := keepCampaigning(ctx, t.e, t.log)
 	defer stopCampaign()
 	for {
-		lctx, cancel := t.e.awaitLeading(ctx)
+		lctx, release := t.e.awaitLeading(ctx)
 		if lctx == nil {
-			return
+			break
 		}
 		t.lead(lctx)
-		cancel()
+		release()
 	}
+	if t.e.isClosed() {
+		return ErrClosed
+	}
+	return nil
 }
 
-// lead runs fn now and at every tick until ctx, a leader scope, ends.
+// lead runs fn now and at every tick (with no interval: once) until ctx, a leader scope,
+// ends.
 func (t *LeaderTask) lead(ctx context.Context) {
-	tick := time.NewTicker(t.interval)
-	defer tick.Stop()
+	var tick <-chan time.Time // nil with no interval: the run is the only one of the leadership
+	if t.interval > 0 {
+		ticker := time.NewTicker(t.interval)
+		defer ticker.Stop()
+		tick = ticker.C
+	}
 	for ctx.Err() == nil {
 		if err := safely(ctx, t.fn); err != nil && ctx.Err() == nil {
 			t.log.Error(err, "leader task failed")
 		}
 		select {
 		case <-ctx.Done():
-		case <-tick.C:
+		case <-tick:
 		}
 	}
 }

@@ -17,7 +17,7 @@ func runConfig(ctx context.Context, e *env) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	prefix := e.key("app")
-	cfg, err := config.NewManager(e.client, prefix, e.log)
+	cfg, err := config.NewManager(e.client, prefix, config.Options{Logger: e.log})
 	if err != nil {
 		return err
 	}
@@ -122,7 +122,7 @@ func configWatch(ctx context.Context, e *env, cfg *config.Manager) error {
 		return err
 	}
 	defer cli.Close()
-	remote, err := config.NewManager(cli, cfg.Prefix(), e.log.WithName("other-process"))
+	remote, err := config.NewManager(cli, cfg.Prefix(), config.Options{Logger: e.log.WithName("other-process")})
 	if err != nil {
 		return err
 	}

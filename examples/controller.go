@@ -98,7 +98,7 @@ func runController(ctx context.Context, e *env) error {
 		Name:       "jobs",
 		ID:         e.nodeID,
 		RootPrefix: e.key("manager/"),
-		LeaseTTL:   5,
+		LeaseTTL:   5 * time.Second,
 		Logger:     e.log,
 	})
 	if err != nil {

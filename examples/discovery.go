@@ -20,7 +20,7 @@ func runDiscovery(ctx context.Context, e *env) error {
 	defer cancel()
 	prefix := e.key("services")
 	const service = "api-server"
-	reg, err := discovery.NewRegistry(e.client, prefix, 10, e.log)
+	reg, err := discovery.NewRegistry(e.client, prefix, discovery.Options{TTL: 10 * time.Second, Logger: e.log})
 	if err != nil {
 		return err
 	}
@@ -37,7 +37,7 @@ func runDiscovery(ctx context.Context, e *env) error {
 		return err
 	}
 	defer other.Close()
-	otherReg, err := discovery.NewRegistry(other, prefix, 2, e.log.WithName("api-3"))
+	otherReg, err := discovery.NewRegistry(other, prefix, discovery.Options{TTL: 2 * time.Second, Logger: e.log.WithName("api-3")})
 	if err != nil {
 		return err
 	}

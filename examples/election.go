@@ -33,7 +33,7 @@ func runElection(ctx context.Context, e *env) error {
 
 // electionInteractive campaigns as e.nodeID until ctx ends, then resigns.
 func electionInteractive(ctx context.Context, e *env) error {
-	el, err := election.New(e.client, electionPrefix, e.nodeID, 5, e.log.V(1)) // the story tells the transitions; -v shows the log
+	el, err := election.New(e.client, electionPrefix, election.Options{ID: e.nodeID, TTL: 5 * time.Second, Logger: e.log.V(1)}) // the story tells the transitions; -v shows the log
 	if err != nil {
 		return err
 	}
@@ -89,7 +89,7 @@ func newCandidate(e *env, prefix string, i int) (*candidate, error) {
 	}
 	id := fmt.Sprintf("node-%d", i)
 	// The nodes log at debug level (-v), so that the story stays readable.
-	el, err := election.New(cli, prefix, id, 2, e.log.WithName(id).V(1))
+	el, err := election.New(cli, prefix, election.Options{ID: id, TTL: 2 * time.Second, Logger: e.log.WithName(id).V(1)})
 	if err != nil {
 		_ = cli.Close()
 		return nil, err

@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-logr/logr"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdkit/etcdkit/election"
@@ -46,7 +45,7 @@ func runHA(ctx context.Context, e *env) error {
 
 // haInteractive runs this node's primary (while it leads) or secondary until ctx ends.
 func haInteractive(ctx context.Context, e *env) error {
-	el, err := election.New(e.client, haPrefix, e.nodeID, 5, e.log.V(1)) // the story tells the transitions; -v shows the log
+	el, err := election.New(e.client, haPrefix, election.Options{ID: e.nodeID, TTL: 5 * time.Second, Logger: e.log.V(1)}) // the story tells the transitions; -v shows the log
 	if err != nil {
 		return err
 	}
@@ -79,16 +78,16 @@ func haInteractive(ctx context.Context, e *env) error {
 		<-ctx.Done()
 		return nil
 	}
-	h, err := election.NewHACoordinator(el, primary, secondary, e.log.V(1))
+	h, err := election.NewHACoordinator(el, primary, secondary, election.HAOptions{Logger: e.log.V(1)})
 	if err != nil {
 		return err
 	}
 	e.say("running as %s under %s (TTL 5s); start more nodes with --example=ha --node-id=<id> in other terminals; Ctrl-C to leave", e.nodeID, haPrefix)
+	// Start blocks until ctx ends, and returns once the running function has returned and
+	// this node has left the election.
 	if err := h.Start(ctx); err != nil {
 		return err
 	}
-	<-ctx.Done()
-	h.Stop()
 	e.say("%s: left", e.nodeID)
 	return nil
 }
@@ -126,8 +125,29 @@ func haIncrement(ctx context.Context, cli *clientv3.Client, el *election.Electio
 type haNode struct {
 	*candidate
 	h        *election.HACoordinator
+	cancel   context.CancelFunc // ends the coordinator's Start; nil while it does not run
+	done     chan error         // receives the result of the coordinator's Start
 	accepted atomic.Int32
 	rejected atomic.Int32
+}
+
+// start runs the coordinator's Start, which blocks until stop is called, in a goroutine.
+func (n *haNode) start(ctx context.Context) {
+	ctx, n.cancel = context.WithCancel(ctx)
+	n.done = make(chan error, 1)
+	go func() { n.done <- n.h.Start(ctx) }()
+}
+
+// stop ends the coordinator's Start and returns its result once it has returned: the
+// node's primary has stopped and the node has left the election. It does nothing when the
+// coordinator does not run.
+func (n *haNode) stop() error {
+	if n.cancel == nil {
+		return nil
+	}
+	n.cancel()
+	n.cancel = nil
+	return <-n.done
 }
 
 // haActivePassive runs three nodes whose primary processes requests (fenced increments of a
@@ -137,7 +157,7 @@ func haActivePassive(ctx context.Context, e *env) error {
 	var nodes []*haNode
 	defer func() {
 		for _, n := range nodes {
-			n.h.Stop()
+			_ = n.stop()
 			_ = n.el.Close()
 			_ = n.cli.Close()
 		}
@@ -170,7 +190,7 @@ func haActivePassive(ctx context.Context, e *env) error {
 				}
 			}
 		}
-		if n.h, err = election.NewHACoordinator(el, primary, nil, e.log.WithName(c.id).V(1)); err != nil {
+		if n.h, err = election.NewHACoordinator(el, primary, nil, election.HAOptions{Logger: e.log.WithName(c.id).V(1)}); err != nil {
 			_ = el.Close()
 			_ = cli.Close()
 			return err
@@ -196,16 +216,12 @@ func haActivePassive(ctx context.Context, e *env) error {
 		return nil
 	}
 
-	if err := nodes[0].h.Start(ctx); err != nil {
-		return err
-	}
+	nodes[0].start(ctx)
 	if err := waitRoles("node-1 to be primary", p, none, none); err != nil {
 		return err
 	}
 	for _, n := range nodes[1:] {
-		if err := n.h.Start(ctx); err != nil {
-			return err
-		}
+		n.start(ctx)
 	}
 	if err := waitRoles("node-2 and node-3 to stand by", p, s, s); err != nil {
 		return err
@@ -240,7 +256,9 @@ func haActivePassive(ctx context.Context, e *env) error {
 		return found, nil
 	}
 	start := time.Now()
-	nodes[0].h.Stop()
+	if err := nodes[0].stop(); err != nil {
+		return err
+	}
 	next, err := primaryOf("node-2 or node-3 to take over from node-1", nodes[0], nodes[1:]...)
 	if err != nil {
 		return err
@@ -275,7 +293,9 @@ func haActivePassive(ctx context.Context, e *env) error {
 	// Every primary stops before the counts are read: a write accepted in between would
 	// be in the counter and not in the sum.
 	for _, n := range nodes {
-		n.h.Stop()
+		if err := n.stop(); err != nil {
+			return err
+		}
 	}
 	var accepted, rejected int32
 	var by []string
@@ -333,7 +353,7 @@ func haActiveActive(ctx context.Context, e *env) error {
 // haWorker processes requests, each under the lock: read the counter, write it plus one,
 // guarded by the lock (a worker that lost the lock cannot write).
 func haWorker(ctx context.Context, cli *clientv3.Client, lockKey, counter string, requests int, inside, most *atomic.Int32) error {
-	m, err := lock.New(cli, lock.Config{Key: lockKey, TTL: 5}, logr.Discard())
+	m, err := lock.New(cli, lockKey, lock.Options{TTL: 5 * time.Second})
 	if err != nil {
 		return err
 	}
@@ -400,7 +420,7 @@ func haSharded(ctx context.Context, e *env) error {
 		clients = append(clients, cli)
 		id := fmt.Sprintf("node-%d", n+1)
 		for s := 0; s < shards; s++ {
-			el, err := election.New(cli, e.key(fmt.Sprintf("sharded/shard-%d/", s)), id, 2, e.log.WithName(id).V(1))
+			el, err := election.New(cli, e.key(fmt.Sprintf("sharded/shard-%d/", s)), election.Options{ID: id, TTL: 2 * time.Second, Logger: e.log.WithName(id).V(1)})
 			if err != nil {
 				return err
 			}

@@ -26,7 +26,7 @@ func runLock(ctx context.Context, e *env) error {
 
 // lockBasic takes and releases a lock, then runs a critical section with WithLock.
 func lockBasic(ctx context.Context, e *env) error {
-	l, err := lock.New(e.client, lock.Config{Key: e.key("resource1"), TTL: 10}, e.log)
+	l, err := lock.New(e.client, e.key("resource1"), lock.Options{TTL: 10 * time.Second, Logger: e.log})
 	if err != nil {
 		return err
 	}
@@ -59,12 +59,12 @@ func lockBasic(ctx context.Context, e *env) error {
 // it is free.
 func lockTry(ctx context.Context, e *env) error {
 	key := e.key("job")
-	mine, err := lock.New(e.client, lock.Config{Key: key, TTL: 10}, e.log)
+	mine, err := lock.New(e.client, key, lock.Options{TTL: 10 * time.Second, Logger: e.log})
 	if err != nil {
 		return err
 	}
 	defer mine.Close()
-	other, err := lock.New(e.client, lock.Config{Key: key, TTL: 10}, e.log)
+	other, err := lock.New(e.client, key, lock.Options{TTL: 10 * time.Second, Logger: e.log})
 	if err != nil {
 		return err
 	}
@@ -99,12 +99,12 @@ func lockTry(ctx context.Context, e *env) error {
 // the next waiter, and its late write is rejected instead of overwriting the new holder's.
 func lockFencing(ctx context.Context, e *env) error {
 	key, data := e.key("report-lock"), e.key("report")
-	stale, err := lock.New(e.client, lock.Config{Key: key, TTL: 5}, e.log)
+	stale, err := lock.New(e.client, key, lock.Options{TTL: 5 * time.Second, Logger: e.log})
 	if err != nil {
 		return err
 	}
 	defer stale.Close()
-	next, err := lock.New(e.client, lock.Config{Key: key, TTL: 5}, e.log)
+	next, err := lock.New(e.client, key, lock.Options{TTL: 5 * time.Second, Logger: e.log})
 	if err != nil {
 		return err
 	}
@@ -176,7 +176,7 @@ func lockFencing(ctx context.Context, e *env) error {
 
 // lockManager shows named locks on one session.
 func lockManager(ctx context.Context, e *env) error {
-	m, err := lock.NewManager(e.client, e.key("tenants"), 10, e.log)
+	m, err := lock.NewManager(e.client, e.key("tenants"), lock.Options{TTL: 10 * time.Second, Logger: e.log})
 	if err != nil {
 		return err
 	}

@@ -25,7 +25,7 @@ func runRWLock(ctx context.Context, e *env) error {
 			return err
 		}
 		defer cli.Close()
-		rw, err := lock.NewRW(cli, key, 10, e.log)
+		rw, err := lock.NewRW(cli, key, lock.Options{TTL: 10 * time.Second, Logger: e.log})
 		if err != nil {
 			return err
 		}

@@ -271,7 +271,7 @@ func newShardedMember(e *env, name, id, itemsPrefix, statusPrefix string) (*shar
 		Name:                    name,
 		ID:                      id,
 		RootPrefix:              e.key("manager/"),
-		LeaseTTL:                2,
+		LeaseTTL:                2 * time.Second,
 		GracefulShutdownTimeout: 5 * time.Second,
 		HealthProbeAddr:         "127.0.0.1:0",
 		Registry:                m.reg,

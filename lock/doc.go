@@ -1,7 +1,7 @@
 // Package lock provides distributed locks on etcd: a mutual-exclusion Lock, a read-write
 // RWLock, and a Manager of named locks that share one session.
 //
-//	l, err := lock.New(client, lock.Config{Key: "/locks/resource1", TTL: 30}, log)
+//	l, err := lock.New(client, "/locks/resource1", lock.Options{TTL: 30 * time.Second, Logger: log})
 //	defer l.Close()
 //	err = l.WithLock(ctx, func() error {
 //		// critical section

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
-	"github.com/go-logr/logr"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdkit/etcdkit/lock"
@@ -21,7 +21,7 @@ func Example() {
 	}
 	defer c.Close()
 
-	l, err := lock.New(c.Client(), lock.Config{Key: "/locks/resource1", TTL: 30}, logr.Discard())
+	l, err := lock.New(c.Client(), "/locks/resource1", lock.Options{TTL: 30 * time.Second})
 	if err != nil {
 		panic(err)
 	}
@@ -58,7 +58,7 @@ func ExampleLock_Guard() {
 	defer c.Close()
 	cli := c.Client()
 
-	l, err := lock.New(cli, lock.Config{Key: "/locks/report", TTL: 10}, logr.Discard())
+	l, err := lock.New(cli, "/locks/report", lock.Options{TTL: 10 * time.Second})
 	if err != nil {
 		panic(err)
 	}
@@ -98,8 +98,8 @@ func ExampleLock_TryLock() {
 	}
 	defer c.Close()
 
-	a, _ := lock.New(c.Client(), lock.Config{Key: "/locks/job"}, logr.Discard())
-	b, _ := lock.New(c.Client(), lock.Config{Key: "/locks/job"}, logr.Discard())
+	a, _ := lock.New(c.Client(), "/locks/job", lock.Options{})
+	b, _ := lock.New(c.Client(), "/locks/job", lock.Options{})
 	defer a.Close()
 	defer b.Close()
 
@@ -126,8 +126,8 @@ func ExampleNewRW() {
 	}
 	defer c.Close()
 
-	reader, _ := lock.NewRW(c.Client(), "/locks/data", 30, logr.Discard())
-	other, _ := lock.NewRW(c.Client(), "/locks/data", 30, logr.Discard())
+	reader, _ := lock.NewRW(c.Client(), "/locks/data", lock.Options{})
+	other, _ := lock.NewRW(c.Client(), "/locks/data", lock.Options{})
 	defer reader.Close()
 	defer other.Close()
 
@@ -158,7 +158,7 @@ func ExampleNewManager() {
 	}
 	defer c.Close()
 
-	m, err := lock.NewManager(c.Client(), "/locks/tenants", 30, logr.Discard())
+	m, err := lock.NewManager(c.Client(), "/locks/tenants", lock.Options{})
 	if err != nil {
 		panic(err)
 	}

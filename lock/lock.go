@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -13,12 +14,12 @@ import (
 	"github.com/etcdkit/etcdkit/internal/lease"
 )
 
-// DefaultTTL is the session TTL in seconds used when Config.TTL is 0.
-const DefaultTTL = 30
+// DefaultTTL is the session TTL used when Options.TTL is 0.
+const DefaultTTL = 30 * time.Second
 
-// MinTTL is the shortest session TTL in seconds that a lock accepts. Shorter leases leave
-// too little time between keep-alives (sent every TTL/5) to survive a slow etcd answer.
-const MinTTL = 2
+// MinTTL is the shortest session TTL that a lock accepts. Shorter leases leave too little
+// time between keep-alives (sent every TTL/5) to survive a slow etcd answer.
+const MinTTL = 2 * time.Second
 
 var (
 	// ErrNotLocked is returned by Unlock and RUnlock when nothing is held to release.
@@ -42,34 +43,24 @@ var (
 	ErrOutcomeUnknown = errors.New("lock: outcome unknown, etcd did not answer")
 )
 
-// Config configures a Lock made by New.
-type Config struct {
-	// Key names the lock. Required. The lock's queue lives under Key + "/"; a lock named
-	// Key/sub has a queue of its own and does not interfere with Key.
-	Key string
-	// TTL is the session TTL in seconds: how long the lock outlives a holder that stops
-	// answering (crashed, paused, cut off). Default DefaultTTL (30) when 0; at least MinTTL (2).
-	TTL int
+// Options configure a Lock (New), an RWLock (NewRW) or a Manager (NewManager). The zero
+// value is valid: every field has a default.
+type Options struct {
+	// TTL is the session TTL: how long a lock outlives a holder that stops answering
+	// (crashed, paused, cut off). It must be a whole number of seconds (etcd leases count
+	// seconds), at least MinTTL (2 s). Default (0): DefaultTTL, 30 s.
+	TTL time.Duration
+	// Logger receives the logs. Default (the zero logr.Logger): discarded.
+	Logger logr.Logger
 }
 
-// setDefaults validates cfg and fills in its defaults.
-func (c *Config) setDefaults() error {
-	if c.Key == "" {
-		return errors.New("lock: Key must not be empty")
-	}
-	ttl, err := checkTTL(c.TTL)
-	c.TTL = ttl
-	return err
-}
-
-func checkTTL(ttl int) (int, error) {
+// ttlSeconds validates o.TTL and returns the session TTL in seconds, as etcd grants it.
+func (o Options) ttlSeconds() (int, error) {
+	ttl := o.TTL
 	if ttl == 0 {
-		return DefaultTTL, nil
+		ttl = DefaultTTL
 	}
-	if err := lease.CheckTTL("lock: TTL", ttl, MinTTL); err != nil {
-		return ttl, err
-	}
-	return ttl, nil
+	return lease.CheckTTL("lock: TTL", ttl, MinTTL)
 }
 
 // Lock is a distributed mutual-exclusion lock on one etcd key. Processes (and Lock values)
@@ -101,18 +92,23 @@ type Lock struct {
 	inflight sync.WaitGroup // calls in progress; Close waits for them
 }
 
-// New returns a lock on cfg.Key. It does not talk to etcd: the session (a lease of cfg.TTL
-// seconds) starts with the first Lock or TryLock and is replaced by a new one when it has
-// ended by the next call. A zero log discards the lock's logs.
-func New(client *clientv3.Client, cfg Config, log logr.Logger) (*Lock, error) {
+// New returns a lock on key. The lock's queue lives under key + "/"; a lock on key/sub has
+// a queue of its own and does not interfere with key. New does not talk to etcd: the
+// session (a lease of opts.TTL) starts with the first Lock or TryLock and is replaced by a
+// new one when it has ended by the next call.
+func New(client *clientv3.Client, key string, opts Options) (*Lock, error) {
 	if client == nil {
 		return nil, errors.New("lock: client must not be nil")
 	}
-	if err := cfg.setDefaults(); err != nil {
+	if key == "" {
+		return nil, errors.New("lock: key must not be empty")
+	}
+	ttl, err := opts.ttlSeconds()
+	if err != nil {
 		return nil, err
 	}
-	log = log.WithValues("lock", cfg.Key)
-	return newLock(client, cfg.Key, newSessions(client, cfg.TTL, log), true, log), nil
+	log := opts.Logger.WithValues("lock", key)
+	return newLock(client, key, newSessions(client, ttl, log), true, log), nil
 }
 
 func newLock(client *clientv3.Client, key string, s *sessions, owns bool, log logr.Logger) *Lock {

@@ -17,8 +17,8 @@ import (
 )
 
 // newLock returns a lock on key through cli, closed after the spec.
-func newLock(cli *clientv3.Client, key string, ttl int) *lock.Lock {
-	l, err := lock.New(cli, lock.Config{Key: key, TTL: ttl}, GinkgoLogr)
+func newLock(cli *clientv3.Client, key string, ttl time.Duration) *lock.Lock {
+	l, err := lock.New(cli, key, lock.Options{TTL: ttl, Logger: GinkgoLogr})
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(l.Close)
 	return l
@@ -32,7 +32,7 @@ var _ = Describe("Lock", func() {
 		var wg sync.WaitGroup
 		errs := make(chan error, workers)
 		for w := 0; w < workers; w++ {
-			l := newLock(newClient(), key, 5)
+			l := newLock(newClient(), key, 5*time.Second)
 			cli := newClient()
 			wg.Add(1)
 			go func() {
@@ -82,7 +82,7 @@ var _ = Describe("Lock", func() {
 
 	It("passes to the next waiter when the holder's lease ends, and fences the old holder", specTimeout, func(ctx SpecContext) {
 		key, data := uniqueKey("fenced"), uniqueKey("data")
-		a, b := newLock(newClient(), key, 3), newLock(newClient(), key, 3)
+		a, b := newLock(newClient(), key, 3*time.Second), newLock(newClient(), key, 3*time.Second)
 		Expect(a.Lock(ctx)).To(Succeed())
 		oldToken, oldGuard, lost := a.Token(), a.Guard(), a.Lost()
 		Expect(oldToken).To(BeNumerically(">", 0))
@@ -120,7 +120,7 @@ var _ = Describe("Lock", func() {
 
 	It("closes Lost when someone deletes the lock key", specTimeout, func(ctx SpecContext) {
 		key := uniqueKey("deleted")
-		l := newLock(newClient(), key, 3)
+		l := newLock(newClient(), key, 3*time.Second)
 		Expect(l.Lock(ctx)).To(Succeed())
 		lost := l.Lost()
 		_, err := cluster.Client().Delete(ctx, key+"/", clientv3.WithPrefix())
@@ -130,7 +130,7 @@ var _ = Describe("Lock", func() {
 	})
 
 	It("closes Lost at Unlock, and gives a closed channel when nothing is held", specTimeout, func(ctx SpecContext) {
-		l := newLock(newClient(), uniqueKey("unlocked"), 3)
+		l := newLock(newClient(), uniqueKey("unlocked"), 3*time.Second)
 		Expect(l.Lost()).To(BeClosed())
 		Expect(l.Lock(ctx)).To(Succeed())
 		lost := l.Lost()
@@ -141,7 +141,7 @@ var _ = Describe("Lock", func() {
 
 	It("returns an error, never success, when the waiter's session expires while it waits", specTimeout, func(ctx SpecContext) {
 		key := uniqueKey("expired-waiter")
-		holder, waiter := newLock(newClient(), key, 3), newLock(newClient(), key, 3)
+		holder, waiter := newLock(newClient(), key, 3*time.Second), newLock(newClient(), key, 3*time.Second)
 		Expect(holder.Lock(ctx)).To(Succeed())
 
 		By("the waiter's lease ends, and at once the lock becomes free")
@@ -169,7 +169,7 @@ var _ = Describe("Lock", func() {
 
 	It("starts a new session when the last one ended between two uses", specTimeout, func(ctx SpecContext) {
 		key := uniqueKey("between-uses")
-		l := newLock(newClient(), key, 3)
+		l := newLock(newClient(), key, 3*time.Second)
 		Expect(l.Lock(ctx)).To(Succeed())
 		first := queue(ctx, key)[0]
 		Expect(l.Unlock(ctx)).To(Succeed())
@@ -181,7 +181,7 @@ var _ = Describe("Lock", func() {
 
 	It("TryLock reports false while another session holds the lock, true once it is free", specTimeout, func(ctx SpecContext) {
 		key := uniqueKey("try")
-		a, b := newLock(newClient(), key, 3), newLock(newClient(), key, 3)
+		a, b := newLock(newClient(), key, 3*time.Second), newLock(newClient(), key, 3*time.Second)
 		Expect(a.TryLock(ctx)).To(BeTrue())
 		Expect(b.TryLock(ctx)).To(BeFalse())
 		Expect(b.Token()).To(BeZero())
@@ -192,7 +192,7 @@ var _ = Describe("Lock", func() {
 	})
 
 	It("behaves like a sync.Mutex between goroutines of one process", specTimeout, func(ctx SpecContext) {
-		l := newLock(newClient(), uniqueKey("local"), 3)
+		l := newLock(newClient(), uniqueKey("local"), 3*time.Second)
 		Expect(l.Lock(ctx)).To(Succeed())
 		Expect(l.TryLock(ctx)).To(BeFalse())
 		second := async(func() error { return l.Lock(ctx) })
@@ -205,7 +205,7 @@ var _ = Describe("Lock", func() {
 
 	It("returns the context's error promptly when it ends during a wait, and leaves no key behind", specTimeout, func(ctx SpecContext) {
 		key := uniqueKey("cancel")
-		holder, waiter := newLock(newClient(), key, 3), newLock(newClient(), key, 3)
+		holder, waiter := newLock(newClient(), key, 3*time.Second), newLock(newClient(), key, 3*time.Second)
 		Expect(holder.Lock(ctx)).To(Succeed())
 
 		wctx, cancel := context.WithCancel(ctx)
@@ -227,7 +227,7 @@ var _ = Describe("Lock", func() {
 
 	It("releases even when Unlock's context has already ended", specTimeout, func(ctx SpecContext) {
 		key := uniqueKey("unlock-cancelled")
-		l := newLock(newClient(), key, 3)
+		l := newLock(newClient(), key, 3*time.Second)
 		Expect(l.Lock(ctx)).To(Succeed())
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()
@@ -237,7 +237,7 @@ var _ = Describe("Lock", func() {
 
 	It("WithLock releases when fn fails and when it panics", specTimeout, func(ctx SpecContext) {
 		key := uniqueKey("withlock")
-		l, other := newLock(newClient(), key, 3), newLock(newClient(), key, 3)
+		l, other := newLock(newClient(), key, 3*time.Second), newLock(newClient(), key, 3*time.Second)
 		boom := errors.New("boom")
 		Expect(l.WithLock(ctx, func() error {
 			Expect(other.TryLock(ctx)).To(BeFalse())
@@ -253,7 +253,7 @@ var _ = Describe("Lock", func() {
 
 	It("Close releases the lock and ends a waiting call with ErrClosed", specTimeout, func(ctx SpecContext) {
 		key := uniqueKey("close")
-		holder, waiter := newLock(newClient(), key, 3), newLock(newClient(), key, 3)
+		holder, waiter := newLock(newClient(), key, 3*time.Second), newLock(newClient(), key, 3*time.Second)
 		Expect(holder.Lock(ctx)).To(Succeed())
 		done := async(func() error { return waiter.Lock(ctx) })
 		Eventually(queueLen(key)).WithContext(ctx).Should(Equal(2))
@@ -269,7 +269,7 @@ var _ = Describe("Lock", func() {
 
 	It("excludes etcd's concurrency.Mutex and etcdctl lock on the same key, both ways", specTimeout, func(ctx SpecContext) {
 		key := uniqueKey("interop")
-		l := newLock(newClient(), key, 3)
+		l := newLock(newClient(), key, 3*time.Second)
 		sess, err := concurrency.NewSession(newClient(), concurrency.WithTTL(3))
 		Expect(err).NotTo(HaveOccurred())
 		defer sess.Close()
@@ -294,7 +294,7 @@ var _ = Describe("Lock", func() {
 		Expect(l.Lock(ctx)).To(Succeed())
 		ttl, err := cluster.Client().TimeToLive(ctx, queue(ctx, key)[0].lease)
 		Expect(err).NotTo(HaveOccurred())
-		Expect(ttl.GrantedTTL).To(BeEquivalentTo(lock.DefaultTTL))
+		Expect(time.Duration(ttl.GrantedTTL) * time.Second).To(Equal(lock.DefaultTTL))
 		Expect(l.Unlock(ctx)).To(Succeed())
 	})
 })

@@ -24,18 +24,17 @@ type Manager struct {
 	closed bool             // guarded by mu
 }
 
-// NewManager returns a manager of locks named under prefix, with a session TTL of ttl
-// seconds (DefaultTTL when 0, at least MinTTL). The lock called name has the key
-// prefix + "/" + name (no second slash when prefix ends with one). It does not talk to
-// etcd until a lock is used. A zero log discards the manager's logs.
-func NewManager(client *clientv3.Client, prefix string, ttl int, log logr.Logger) (*Manager, error) {
+// NewManager returns a manager of locks named under prefix, whose shared session and logs
+// opts configures as New's. The lock called name has the key prefix + "/" + name (no
+// second slash when prefix ends with one). It does not talk to etcd until a lock is used.
+func NewManager(client *clientv3.Client, prefix string, opts Options) (*Manager, error) {
 	if client == nil {
 		return nil, errors.New("lock: client must not be nil")
 	}
 	if prefix == "" {
 		return nil, errors.New("lock: prefix must not be empty")
 	}
-	ttl, err := checkTTL(ttl)
+	ttl, err := opts.ttlSeconds()
 	if err != nil {
 		return nil, err
 	}
@@ -45,8 +44,8 @@ func NewManager(client *clientv3.Client, prefix string, ttl int, log logr.Logger
 	return &Manager{
 		client:   client,
 		prefix:   prefix,
-		log:      log,
-		sessions: newSessions(client, ttl, log.WithValues("lockPrefix", prefix)),
+		log:      opts.Logger,
+		sessions: newSessions(client, ttl, opts.Logger.WithValues("lockPrefix", prefix)),
 		locks:    map[string]*Lock{},
 	}, nil
 }

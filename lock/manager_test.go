@@ -1,6 +1,8 @@
 package lock_test
 
 import (
+	"time"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
@@ -9,7 +11,7 @@ import (
 
 var _ = Describe("Manager", func() {
 	newManager := func(prefix string) *lock.Manager {
-		m, err := lock.NewManager(newClient(), prefix, 3, GinkgoLogr)
+		m, err := lock.NewManager(newClient(), prefix, lock.Options{TTL: 3 * time.Second, Logger: GinkgoLogr})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(m.Close)
 		return m

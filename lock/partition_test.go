@@ -12,12 +12,12 @@ import (
 
 var _ = Describe("a holder that etcd stops answering", func() {
 	It("reports the lock lost before etcd's TTL runs out, and locks again once etcd is back", specTimeout, func(ctx SpecContext) {
-		const ttl = 6
+		const ttl = 6 * time.Second
 		c := etcdtest.NewProcesses(GinkgoT())
 		cli, err := c.NewClient()
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(cli.Close)
-		l, err := lock.New(cli, lock.Config{Key: uniqueKey("silent"), TTL: ttl}, GinkgoLogr)
+		l, err := lock.New(cli, uniqueKey("silent"), lock.Options{TTL: ttl, Logger: GinkgoLogr})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(l.Close)
 
@@ -31,7 +31,7 @@ var _ = Describe("a holder that etcd stops answering", func() {
 		// 100 ms, before etcd could let the lease expire. That is within the TTL of the
 		// pause; the wait allows a loaded test machine a moment more to schedule the timer
 		// and this check, still before etcd's next expiry scan (every 500 ms) past the TTL.
-		Eventually(lost).WithTimeout(ttl*time.Second + 400*time.Millisecond).Should(BeClosed())
+		Eventually(lost).WithTimeout(ttl + 400*time.Millisecond).Should(BeClosed())
 		AddReportEntry("Lost closed after the pause", time.Since(paused).String())
 		Expect(c.Resume(0)).To(Succeed())
 

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/go-logr/logr"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdkit/etcdkit/internal/lease"
@@ -34,21 +33,20 @@ type RWLock struct {
 	readers []*held // read holds of this value; RUnlock releases any one. Guarded by mu.
 }
 
-// NewRW returns a read-write lock on key with a session TTL of ttl seconds (DefaultTTL when
-// 0, at least MinTTL). Like New it does not talk to etcd until the first call. A zero log
-// discards the lock's logs.
-func NewRW(client *clientv3.Client, key string, ttl int, log logr.Logger) (*RWLock, error) {
+// NewRW returns a read-write lock on key, configured by opts as New's lock is. Like New it
+// does not talk to etcd until the first call.
+func NewRW(client *clientv3.Client, key string, opts Options) (*RWLock, error) {
 	if client == nil {
 		return nil, errors.New("lock: client must not be nil")
 	}
 	if key == "" {
 		return nil, errors.New("lock: key must not be empty")
 	}
-	ttl, err := checkTTL(ttl)
+	ttl, err := opts.ttlSeconds()
 	if err != nil {
 		return nil, err
 	}
-	log = log.WithValues("rwlock", key)
+	log := opts.Logger.WithValues("rwlock", key)
 	return &RWLock{w: newLock(client, key, newSessions(client, ttl, log), true, log)}, nil
 }
 

@@ -17,7 +17,7 @@ import (
 
 // newRW returns a read-write lock on key through a client of its own, closed after the spec.
 func newRW(key string) *lock.RWLock {
-	rw, err := lock.NewRW(newClient(), key, 3, GinkgoLogr)
+	rw, err := lock.NewRW(newClient(), key, lock.Options{TTL: 3 * time.Second, Logger: GinkgoLogr})
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(rw.Close)
 	return rw

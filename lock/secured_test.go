@@ -18,7 +18,7 @@ var _ = Describe("a lock on a secured etcd", func() {
 		cli, err := c.UserClient("worker", "pw")
 		Expect(err).NotTo(HaveOccurred())
 		defer cli.Close()
-		m, err := lock.NewManager(cli, "/locks", 5, GinkgoLogr)
+		m, err := lock.NewManager(cli, "/locks", lock.Options{TTL: 5 * time.Second, Logger: GinkgoLogr})
 		Expect(err).NotTo(HaveOccurred())
 		defer m.Close()
 

@@ -48,7 +48,7 @@ var errLeaseGone = errors.New("etcd no longer knows the lease")
 // lock on; Valid is checked before a wait is reported as success.
 type sessions struct {
 	client *clientv3.Client
-	ttl    int
+	ttl    int // seconds, as lease.Grant takes them
 	log    logr.Logger
 
 	// sem serialises get and close (a channel rather than a mutex, so that a get waiting

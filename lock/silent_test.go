@@ -68,8 +68,8 @@ var _ = Describe("a lock whose etcd member keeps requests without answering", fu
 		cli, ps := throughProxies(ctx, 3)
 		ps[0].Forward(false, false)
 		key := uniqueKey("silent-member")
-		l := newLock(cli, key, 2)
-		rw, err := lock.NewRW(cli, key, 2, GinkgoLogr)
+		l := newLock(cli, key, 2*time.Second)
+		rw, err := lock.NewRW(cli, key, lock.Options{TTL: 2 * time.Second, Logger: GinkgoLogr})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(rw.Close)
 		for range 3 {
@@ -93,7 +93,7 @@ var _ = Describe("a lock whose etcd member keeps requests without answering", fu
 		cli, ps := throughProxies(ctx, 3)
 		ps[0].Forward(true, false) // requests go through, answers do not
 		key := uniqueKey("lost-answers")
-		l := newLock(cli, key, 2)
+		l := newLock(cli, key, 2*time.Second)
 		var tokens []int64
 		for range 10 {
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -121,7 +121,7 @@ var _ = Describe("a lock whose etcd member keeps requests without answering", fu
 	It("reports a release that etcd does not answer as of unknown outcome, and etcd frees the lock anyway", specTimeout, func(ctx SpecContext) {
 		cli, ps := throughProxies(ctx, 3)
 		key := uniqueKey("unanswered-release")
-		l := newLock(cli, key, 10)
+		l := newLock(cli, key, 10*time.Second)
 		Expect(l.Lock(ctx)).To(Succeed())
 		for _, p := range ps {
 			p.Forward(false, false)

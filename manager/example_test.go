@@ -28,7 +28,7 @@ func Example() {
 	}
 	defer c.Close()
 
-	mgr, err := manager.New(manager.Options{Client: c.Client(), Name: "jobs", ID: "replica-1", LeaseTTL: 5})
+	mgr, err := manager.New(manager.Options{Client: c.Client(), Name: "jobs", ID: "replica-1", LeaseTTL: 5 * time.Second})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -90,7 +90,7 @@ func Example_sharding() {
 		}
 		defer cli.Close()
 		mgr, err := manager.New(manager.Options{
-			Client: cli, Name: "jobs", ID: id, LeaseTTL: 5,
+			Client: cli, Name: "jobs", ID: id, LeaseTTL: 5 * time.Second,
 			Sharding: &manager.ShardingOptions{Shards: 8},
 		})
 		if err != nil {
@@ -149,7 +149,7 @@ func Example_probes() {
 	defer c.Close()
 
 	mgr, err := manager.New(manager.Options{
-		Client: c.Client(), Name: "jobs", ID: "replica-1", LeaseTTL: 5, HealthProbeAddr: "127.0.0.1:0",
+		Client: c.Client(), Name: "jobs", ID: "replica-1", LeaseTTL: 5 * time.Second, HealthProbeAddr: "127.0.0.1:0",
 	})
 	if err != nil {
 		fmt.Println(err)

@@ -29,7 +29,7 @@ func ExampleBuilder_WithEventFilter() {
 		_, _ = c.Client().Put(ctx, k, v)
 	}
 
-	mgr, err := manager.New(manager.Options{Client: c.Client(), Name: "jobs", ID: "replica-1", LeaseTTL: 5})
+	mgr, err := manager.New(manager.Options{Client: c.Client(), Name: "jobs", ID: "replica-1", LeaseTTL: 5 * time.Second})
 	if err != nil {
 		fmt.Println(err)
 		return

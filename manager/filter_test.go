@@ -72,7 +72,7 @@ var _ = Describe("a manager's event filters", func() {
 		cli, err := c.NewClient()
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(cli.Close)
-		mgr, err := manager.New(manager.Options{Client: cli, Name: "filtered", ID: id, LeaseTTL: 5,
+		mgr, err := manager.New(manager.Options{Client: cli, Name: "filtered", ID: id, LeaseTTL: 5 * time.Second,
 			GracefulShutdownTimeout: 10 * time.Second, Sharding: sharding})
 		Expect(err).NotTo(HaveOccurred())
 		return mgr

@@ -93,7 +93,9 @@ func New(opts Options) (*Manager, error) {
 	m.metrics.Refusals.Watch(m.refusals)
 	m.metrics.Relists.Watch(m.relists)
 	if !opts.DisableLeaderElection {
-		m.election, err = election.New(m.client, opts.RootPrefix+"election/", opts.ID, opts.LeaseTTL, m.log.WithName("election"))
+		m.election, err = election.New(m.client, opts.RootPrefix+"election/", election.Options{
+			ID: opts.ID, TTL: opts.LeaseTTL, Logger: m.log.WithName("election"),
+		})
 		if err != nil {
 			m.closeClient()
 			return nil, fmt.Errorf("manager: %w", err)

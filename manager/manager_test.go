@@ -15,6 +15,7 @@ import (
 	. "github.com/onsi/gomega"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdkit/etcdkit/election"
 	"github.com/etcdkit/etcdkit/fence"
 	"github.com/etcdkit/etcdkit/manager"
 	"github.com/etcdkit/etcdkit/reconcile"
@@ -78,7 +79,7 @@ var _ = Describe("a manager", func() {
 		cli, err := c.NewClient()
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(cli.Close)
-		opts := manager.Options{Client: cli, Name: "jobs", ID: id, LeaseTTL: 2, GracefulShutdownTimeout: 5 * time.Second}
+		opts := manager.Options{Client: cli, Name: "jobs", ID: id, LeaseTTL: 2 * time.Second, GracefulShutdownTimeout: 5 * time.Second}
 		if extra != nil {
 			extra(&opts)
 		}
@@ -96,7 +97,8 @@ var _ = Describe("a manager", func() {
 			{manager.Options{Client: cli}, "Name must not be empty"},
 			{manager.Options{Client: cli, Name: "a/b"}, `Name may hold only letters, digits, '-', '_' and '.', got "a/b"`},
 			{manager.Options{Name: "x"}, "give a Client or Endpoints"},
-			{manager.Options{Client: cli, Name: "x", LeaseTTL: 1}, "LeaseTTL must be at least 2 seconds, got 1"},
+			{manager.Options{Client: cli, Name: "x", LeaseTTL: time.Second}, "manager: LeaseTTL must be at least 2s, got 1s"},
+			{manager.Options{Client: cli, Name: "x", LeaseTTL: 2500 * time.Millisecond}, "manager: LeaseTTL must be a whole number of seconds (etcd leases count seconds), got 2.5s"},
 			{manager.Options{Client: cli, Name: "x", RootPrefix: "etcdkit"}, `RootPrefix must start and end with '/' and not be the root, got "etcdkit"`},
 			{manager.Options{Client: cli, Name: "x", ID: "a b"}, `ID must not hold '/' or white space, got "a b"`},
 			{manager.Options{Client: cli, Name: "x", GracefulShutdownTimeout: -time.Second}, "GracefulShutdownTimeout must not be negative"},
@@ -276,6 +278,32 @@ var _ = Describe("a manager", func() {
 		Eventually(everywhereRuns.Load).Should(Equal(int32(1)))
 		rep.shutdown()
 		Expect(mgr.Add(manager.RunnableFunc(func(context.Context) error { return nil }))).To(MatchError(ContainSubstring("Add after Start")))
+	})
+
+	It("runs an election.LeaderTask as a leader runnable, and again at the next term", func(ctx SpecContext) {
+		mgr := newManager("a", nil)
+		cli, err := c.NewClient()
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(cli.Close)
+		e, err := election.New(cli, "/tasks/election/", election.Options{ID: "a", TTL: 2 * time.Second})
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(e.Close)
+		var runs atomic.Int32
+		task, err := election.NewLeaderTask(e, func(context.Context) error { runs.Add(1); return nil }, election.TaskOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(mgr.Add(task)).To(Succeed())
+		rep := startReplica(mgr)
+		defer rep.shutdown()
+		Eventually(runs.Load).Should(BeEquivalentTo(1))
+
+		By("the manager's lease is revoked: the term ends, the task's Start returns, and the next term starts it again")
+		resp, err := c.Client().Get(ctx, mgr.RootPrefix()+"election/", clientv3.WithPrefix())
+		Expect(err).NotTo(HaveOccurred())
+		Expect(resp.Kvs).To(HaveLen(1))
+		_, err = c.Client().Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease))
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(runs.Load).Should(BeNumerically(">=", 2))
+		Expect(mgr.IsLeader()).To(BeTrue())
 	})
 
 	It("stops with the error of a failing runnable", func(ctx SpecContext) {

@@ -19,12 +19,12 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultLeaseTTL                = 10 // seconds
+	DefaultLeaseTTL                = 10 * time.Second
 	DefaultGracefulShutdownTimeout = 30 * time.Second
 	DefaultDialTimeout             = 5 * time.Second
 	// MinLeaseTTL is the shortest lease a manager accepts: its session renews every TTL/5,
 	// and a shorter lease leaves no room for a slow answer.
-	MinLeaseTTL = 2
+	MinLeaseTTL = 2 * time.Second
 )
 
 // Options configure a Manager. Every field has a documented default; New rejects values
@@ -51,10 +51,11 @@ type Options struct {
 	// RootPrefix is where the manager keeps its own keys. Default "/etcdkit/<Name>/". It
 	// must start and end with "/".
 	RootPrefix string
-	// LeaseTTL is the TTL in seconds of the replica's session lease (leadership, and
-	// ownership in later versions). A replica that stops answering loses it after this
-	// long. Default 10; at least 2.
-	LeaseTTL int
+	// LeaseTTL is the TTL of the replica's session lease (leadership, and the ownership of
+	// shards). A replica that stops answering loses it after this long. It must be a whole
+	// number of seconds (etcd leases count seconds), at least MinLeaseTTL (2 s). Default
+	// (0): DefaultLeaseTTL, 10 s.
+	LeaseTTL time.Duration
 	// Sharding, when set, spreads the keys of the manager's controllers over its replicas
 	// (see ShardingOptions); a controller opts out with Builder.LeaderOnly. Default nil:
 	// every controller runs on the leader only. It needs leader election.
@@ -98,7 +99,7 @@ func (o *Options) setDefaults() error {
 	if o.LeaseTTL == 0 {
 		o.LeaseTTL = DefaultLeaseTTL
 	}
-	if err := lease.CheckTTL("manager: LeaseTTL", o.LeaseTTL, MinLeaseTTL); err != nil {
+	if _, err := lease.CheckTTL("manager: LeaseTTL", o.LeaseTTL, MinLeaseTTL); err != nil {
 		return err
 	}
 	if o.ID == "" {

@@ -61,7 +61,7 @@ var _ = Describe("a manager's probes", func() {
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(cli.Close)
 		opts := manager.Options{
-			Client: cli, Name: "jobs", ID: id, LeaseTTL: 2, GracefulShutdownTimeout: 5 * time.Second,
+			Client: cli, Name: "jobs", ID: id, LeaseTTL: 2 * time.Second, GracefulShutdownTimeout: 5 * time.Second,
 			HealthProbeAddr: "127.0.0.1:0",
 		}
 		if extra != nil {
@@ -77,7 +77,7 @@ var _ = Describe("a manager's probes", func() {
 		Expect(err).NotTo(HaveOccurred())
 		defer px.Close()
 		mgr, err := manager.New(manager.Options{
-			Endpoints: []string{px.Endpoint()}, Name: "health", ID: "a", LeaseTTL: 2,
+			Endpoints: []string{px.Endpoint()}, Name: "health", ID: "a", LeaseTTL: 2 * time.Second,
 			HealthProbeAddr: "127.0.0.1:0", GracefulShutdownTimeout: 5 * time.Second,
 		})
 		Expect(err).NotTo(HaveOccurred())

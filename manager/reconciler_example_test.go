@@ -50,7 +50,7 @@ func Example_writingAReconciler() {
 	}
 	defer c.Close()
 
-	mgr, err := manager.New(manager.Options{Client: c.Client(), Name: "jobs", ID: "replica-1", LeaseTTL: 5})
+	mgr, err := manager.New(manager.Options{Client: c.Client(), Name: "jobs", ID: "replica-1", LeaseTTL: 5 * time.Second})
 	if err != nil {
 		fmt.Println(err)
 		return

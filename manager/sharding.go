@@ -313,7 +313,7 @@ func (sh *sharder) report(what string, err error) bool {
 // slowRetry is the pause before a write that etcd refused for good is tried again: long
 // enough not to flood the log, short enough to pick up a mended role soon.
 func (sh *sharder) slowRetry() time.Duration {
-	return time.Duration(sh.m.opts.LeaseTTL) * time.Second
+	return sh.m.opts.LeaseTTL
 }
 
 // err is the permanent error that keeps this member from sharding: the state's watch
@@ -337,7 +337,8 @@ func (sh *sharder) err() error {
 // predecessor with this ID); a key still kept alive after that belongs to a running
 // replica: ErrDuplicateID.
 func (sh *sharder) join(ctx context.Context) (*lease.Session, error) {
-	sess, err := lease.Grant(ctx, sh.client, sh.m.opts.LeaseTTL, sh.log)
+	// LeaseTTL is a whole number of seconds: Options.setDefaults checked it.
+	sess, err := lease.Grant(ctx, sh.client, int(sh.m.opts.LeaseTTL/time.Second), sh.log)
 	if err != nil {
 		return nil, err
 	}

@@ -91,7 +91,7 @@ var _ = Describe("a sharded manager", func() {
 	BeforeEach(func() { hook, drainTimeout = nil, 5*time.Second })
 	newMemberOn := func(id string, mc *clientv3.Client) *manager.Manager {
 		mgr, err := manager.New(manager.Options{
-			Client: mc, Name: "sharded", ID: id, LeaseTTL: 2, GracefulShutdownTimeout: 10 * time.Second,
+			Client: mc, Name: "sharded", ID: id, LeaseTTL: 2 * time.Second, GracefulShutdownTimeout: 10 * time.Second,
 			Sharding:        &manager.ShardingOptions{Shards: shards, DrainTimeout: drainTimeout},
 			HealthProbeAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
 		})
@@ -395,7 +395,7 @@ var _ = Describe("a sharded manager", func() {
 			mc, err := c.NewClient()
 			Expect(err).NotTo(HaveOccurred())
 			DeferCleanup(mc.Close)
-			mgr, err := manager.New(manager.Options{Client: mc, Name: "mixed", ID: id, LeaseTTL: 2, Sharding: &manager.ShardingOptions{Shards: 4}})
+			mgr, err := manager.New(manager.Options{Client: mc, Name: "mixed", ID: id, LeaseTTL: 2 * time.Second, Sharding: &manager.ShardingOptions{Shards: 4}})
 			Expect(err).NotTo(HaveOccurred())
 			err = manager.NewControllerManagedBy(mgr).Named("global").LeaderOnly().
 				Watches(source.Prefix("/global/")).

@@ -59,7 +59,7 @@ func (m *Manager) checkUniqueID(ctx context.Context) error {
 // for before the ID counts as in use: the lease's TTL (LeaseTTL when etcd does not say) and a
 // second, within which a crashed predecessor's lease expires.
 func (m *Manager) predecessorWait(ctx context.Context, other clientv3.LeaseID) time.Duration {
-	ttl := time.Duration(m.opts.LeaseTTL) * time.Second
+	ttl := m.opts.LeaseTTL
 	if r, err := m.client.TimeToLive(ctx, other); err == nil && r.GrantedTTL > 0 {
 		ttl = time.Duration(r.GrantedTTL) * time.Second
 	}

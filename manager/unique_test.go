@@ -17,7 +17,7 @@ var _ = Describe("a leader-only manager", func() {
 			cli, err := c.NewClient()
 			Expect(err).NotTo(HaveOccurred())
 			DeferCleanup(cli.Close)
-			mgr, err := manager.New(manager.Options{Client: cli, Name: "jobs", ID: "twin", LeaseTTL: 2, GracefulShutdownTimeout: 5 * time.Second})
+			mgr, err := manager.New(manager.Options{Client: cli, Name: "jobs", ID: "twin", LeaseTTL: 2 * time.Second, GracefulShutdownTimeout: 5 * time.Second})
 			Expect(err).NotTo(HaveOccurred())
 			return mgr
 		}

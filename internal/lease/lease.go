@@ -109,17 +109,17 @@ func Grant(ctx context.Context, client *clientv3.Client, ttl int, log logr.Logge
 			return newSession(client, resp, ttl, sent, log), nil
 		}
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("lease: granting a lease of %ds: %w", ttl, err)
+			return nil, fmt.Errorf("lease: granting a lease of %s: %w", asked, err)
 		}
 		if k := etcderr.Classify(err); k != etcderr.Transient && k != etcderr.TokenExpired {
-			return nil, fmt.Errorf("lease: granting a lease of %ds: %w", ttl, err)
+			return nil, fmt.Errorf("lease: granting a lease of %s: %w", asked, err)
 		}
 		if !time.Now().Before(giveUp) {
-			return nil, fmt.Errorf("lease: granting a lease of %ds: no answer within the TTL (%d attempts): %w", ttl, attempt, err)
+			return nil, fmt.Errorf("lease: granting a lease of %s: no answer within the TTL (%d attempts): %w", asked, attempt, err)
 		}
 		log.V(1).Info("grant failed, retrying", "attempt", attempt, "error", err.Error())
 		if !timedOut && !sleep(ctx, min(retryPause, time.Until(giveUp))) {
-			return nil, fmt.Errorf("lease: granting a lease of %ds: %w", ttl, context.Cause(ctx))
+			return nil, fmt.Errorf("lease: granting a lease of %s: %w", asked, context.Cause(ctx))
 		}
 	}
 }
@@ -129,7 +129,7 @@ func newSession(client *clientv3.Client, resp *clientv3.LeaseGrantResponse, aske
 	log = log.WithValues("lease", fmt.Sprintf("%x", resp.ID))
 	if resp.TTL != int64(asked) {
 		log.Info("etcd granted a lease TTL other than the one asked (etcd raises a TTL below its minimum); the session uses etcd's",
-			"askedTTL", asked, "grantedTTL", resp.TTL)
+			"askedTTL", time.Duration(asked)*time.Second, "grantedTTL", granted)
 	}
 	sctx, cancel := context.WithCancelCause(context.Background())
 	return &Session{

@@ -117,7 +117,7 @@ func TestLogsATTLThatEtcdRaised(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(logged) != 1 || !strings.Contains(logged[0], `"askedTTL"=1 "grantedTTL"=2`) {
+	if len(logged) != 1 || !strings.Contains(logged[0], `"askedTTL"="1s" "grantedTTL"="2s"`) {
 		t.Fatalf("logged %q, want one line with the asked and the granted TTL", logged)
 	}
 }

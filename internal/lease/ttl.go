@@ -1,19 +1,25 @@
 package lease
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
-// MaxTTL is the longest lease etcd grants, in seconds (etcd's MaxLeaseTTL): a longer one is
-// refused with "etcdserver: too large lease TTL" at every Grant.
-const MaxTTL = 9_000_000_000
+// MaxTTL is the longest lease etcd grants, 9,000,000,000 seconds (etcd's MaxLeaseTTL): a
+// longer one is refused with "etcdserver: too large lease TTL" at every Grant.
+const MaxTTL = 9_000_000_000 * time.Second
 
-// CheckTTL returns an error naming what (an option such as "manager: LeaseTTL") when ttl
-// lies outside [min, MaxTTL] seconds.
-func CheckTTL(what string, ttl, min int) error {
+// CheckTTL checks the TTL of an option and returns it in whole seconds, as Grant takes it.
+// Its error names what (an option such as "manager: LeaseTTL") when ttl is not a whole
+// number of seconds (etcd leases count seconds) or lies outside [min, MaxTTL].
+func CheckTTL(what string, ttl, min time.Duration) (int, error) {
 	switch {
+	case ttl%time.Second != 0:
+		return 0, fmt.Errorf("%s must be a whole number of seconds (etcd leases count seconds), got %s", what, ttl)
 	case ttl < min:
-		return fmt.Errorf("%s must be at least %d seconds, got %d", what, min, ttl)
-	case int64(ttl) > MaxTTL:
-		return fmt.Errorf("%s must be at most %d seconds (etcd's longest lease), got %d", what, MaxTTL, ttl)
+		return 0, fmt.Errorf("%s must be at least %s, got %s", what, min, ttl)
+	case ttl > MaxTTL:
+		return 0, fmt.Errorf("%s must be at most %s (etcd's longest lease), got %s", what, MaxTTL, ttl)
 	}
-	return nil
+	return int(ttl / time.Second), nil
 }

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
-
 	"github.com/etcdkit/etcdkit/config"
 )
 
@@ -22,7 +20,7 @@ func BenchmarkConfigGet(b *testing.B) {
 	if _, err := cli.Put(ctx, prefix+"database/host", `"db.internal.example.com"`); err != nil {
 		b.Fatal(err)
 	}
-	m, err := config.NewManager(cli, prefix, logr.Discard())
+	m, err := config.NewManager(cli, prefix, config.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

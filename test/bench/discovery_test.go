@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdkit/etcdkit/discovery"
@@ -18,7 +17,7 @@ func BenchmarkLoadBalancerGetService(b *testing.B) {
 	ctx := context.Background()
 	cli := newClient(b)
 	prefix := fmt.Sprintf("/bench/discovery-%d", time.Now().UnixNano())
-	reg, err := discovery.NewRegistry(cli, prefix, 30, logr.Discard())
+	reg, err := discovery.NewRegistry(cli, prefix, discovery.Options{TTL: 30 * time.Second})
 	if err != nil {
 		b.Fatal(err)
 	}

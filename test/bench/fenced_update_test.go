@@ -69,7 +69,7 @@ func BenchmarkFencedUpdateController(b *testing.B) {
 	}
 	b.Cleanup(func() { _ = mcli.Close() }) // after the manager's stop, registered below
 	mgr, err := manager.New(manager.Options{
-		Client: mcli, Name: "bench-fenced-" + run, LeaseTTL: 3, GracefulShutdownTimeout: 10 * time.Second,
+		Client: mcli, Name: "bench-fenced-" + run, LeaseTTL: 3 * time.Second, GracefulShutdownTimeout: 10 * time.Second,
 	})
 	if err != nil {
 		b.Fatal(err)

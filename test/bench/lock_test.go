@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
@@ -22,7 +21,7 @@ type benchLocker interface {
 // newBenchLock returns an etcdkit lock on key through cli, closed at the benchmark's end.
 func newBenchLock(b *testing.B, cli *clientv3.Client, key string) *lock.Lock {
 	b.Helper()
-	l, err := lock.New(cli, lock.Config{Key: key, TTL: 10}, logr.Discard())
+	l, err := lock.New(cli, key, lock.Options{TTL: 10 * time.Second})
 	if err != nil {
 		b.Fatal(err)
 	}

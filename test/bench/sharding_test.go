@@ -20,8 +20,8 @@ import (
 	"github.com/etcdkit/etcdkit/source"
 )
 
-// shardTTL is the lease TTL of the sharded members of these benchmarks, in seconds.
-const shardTTL = 2
+// shardTTL is the lease TTL of the sharded members of these benchmarks.
+const shardTTL = 2 * time.Second
 
 // shardScenario is one run of sharded managers: a manager name of its own (so a root
 // prefix and a stored shard count of its own) and an items prefix of its own.
@@ -500,11 +500,10 @@ func benchShardFailover(b *testing.B, killLeader bool) {
 	}
 
 	mean := meanOf(ours)
-	ttl := time.Duration(shardTTL) * time.Second
 	b.ReportMetric(float64(mean), "ns/op") // the failover, not the set-up around it
 	b.ReportMetric(mean.Seconds(), "s")
 	b.ReportMetric(slices.Max(ours).Seconds(), "s-worst")
-	b.ReportMetric(float64(mean)/float64(ttl), "x-TTL")
+	b.ReportMetric(float64(mean)/float64(shardTTL), "x-TTL")
 	b.ReportMetric(meanOf(expiry).Seconds(), "expiry-s")
 	b.ReportMetric(millis(meanOf(react)), "react-ms")
 	b.ReportMetric(meanOf(base).Seconds(), "s-baseline")
@@ -526,7 +525,7 @@ func rawLeaseExpiry(ctx context.Context, obs *clientv3.Client, key string) (time
 		return 0, err
 	}
 	defer func() { _ = cli.Close() }()
-	l, err := cli.Grant(ctx, shardTTL)
+	l, err := cli.Grant(ctx, int64(shardTTL/time.Second))
 	if err != nil {
 		return 0, err
 	}

@@ -41,7 +41,7 @@ const (
 	userPassword = "pw"
 	// secTTL is the lease TTL of every session here: long enough that a loaded machine
 	// does not lose one, short enough that a refused campaign is retried soon.
-	secTTL = 5
+	secTTL = 5 * time.Second
 )
 
 // secCheck runs a component's happy path as the user of cli.
@@ -81,28 +81,28 @@ var secRoles = []secRow{
 		{"jobs-controller", []etcdtest.Perm{etcdtest.ReadWrite("/jobs-status/")}, checkStore("/jobs-status/")},
 		{"orders-controller", []etcdtest.Perm{etcdtest.ReadWrite("/order-status/")}, checkStore("/order-status/")},
 	}},
-	{"`lock.New(client, lock.Config{Key: k}, log)`", []secExample{
+	{"`lock.New(client, k, opts)`", []secExample{
 		{"report-worker", []etcdtest.Perm{etcdtest.ReadWrite("/locks/report/")}, checkLock("/locks/report")},
 	}},
-	{"`lock.NewRW(client, k, ttl, log)`", []secExample{
+	{"`lock.NewRW(client, k, opts)`", []secExample{
 		{"report-worker", []etcdtest.Perm{etcdtest.ReadWrite("/locks/catalog/")}, checkRWLock("/locks/catalog")},
 	}},
-	{"`lock.NewManager(client, p, ttl, log)`", []secExample{
+	{"`lock.NewManager(client, p, opts)`", []secExample{
 		{"report-worker", []etcdtest.Perm{etcdtest.ReadWrite("/locks/tenants/")}, checkLockManager("/locks/tenants")},
 	}},
-	{"`election.New(client, p, id, ttl, log)`: `Campaign`, `Run`, `Resign`, `NewLeaderTask`, `NewHACoordinator`", []secExample{
+	{"`election.New(client, p, opts)`: `Campaign`, `Run`, `Resign`, `NewLeaderTask`, `NewHACoordinator`", []secExample{
 		{"billing", []etcdtest.Perm{etcdtest.ReadWrite("/elections/billing/")}, checkCandidates("/elections/billing/")},
 	}},
 	{"an election's `Observe` and `GetLeader` alone", []secExample{
 		{"billing-observer", []etcdtest.Perm{etcdtest.Read("/elections/billing/")}, checkObserver("/elections/billing/")},
 	}},
-	{"`discovery.NewRegistry(client, p, ttl, log)`: `Register`, `Deregister`", []secExample{
+	{"`discovery.NewRegistry(client, p, opts)`: `Register`, `Deregister`", []secExample{
 		{"api-server", []etcdtest.Perm{etcdtest.ReadWrite("/services/api/")}, checkRegisterWithHealth("/services", "api")},
 	}},
 	{"`Discover`, `Watch`, `discovery.NewLoadBalancer`", []secExample{
 		{"api-client", []etcdtest.Perm{etcdtest.Read("/services/api/")}, checkDiscover("/services", "api")},
 	}},
-	{"`config.NewManager(client, p, log)`: the `Get` calls, `GetAll`, `Watch`, `FeatureFlags` reads", []secExample{
+	{"`config.NewManager(client, p, opts)`: the `Get` calls, `GetAll`, `Watch`, `FeatureFlags` reads", []secExample{
 		{"app", []etcdtest.Perm{etcdtest.Read("/config/app/")}, checkConfigReader("/config/app/")},
 	}},
 	{"`Set`, `Delete`, `FeatureFlags.Enable`, `Disable`, `SetRollout`", []secExample{
@@ -313,10 +313,10 @@ func checkStore(prefix string) secCheck {
 
 func checkLock(key string) secCheck {
 	return func(ctx context.Context, c *etcdtest.Cluster, cli *clientv3.Client) {
-		l1, err := lock.New(cli, lock.Config{Key: key, TTL: secTTL}, GinkgoLogr)
+		l1, err := lock.New(cli, key, lock.Options{TTL: secTTL, Logger: GinkgoLogr})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(l1.Close)
-		l2, err := lock.New(cli, lock.Config{Key: key, TTL: secTTL}, GinkgoLogr)
+		l2, err := lock.New(cli, key, lock.Options{TTL: secTTL, Logger: GinkgoLogr})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(l2.Close)
 
@@ -333,7 +333,7 @@ func checkRWLock(key string) secCheck {
 	return func(ctx context.Context, c *etcdtest.Cluster, cli *clientv3.Client) {
 		rw := make([]*lock.RWLock, 3)
 		for i := range rw {
-			l, err := lock.NewRW(cli, key, secTTL, GinkgoLogr)
+			l, err := lock.NewRW(cli, key, lock.Options{TTL: secTTL, Logger: GinkgoLogr})
 			Expect(err).NotTo(HaveOccurred())
 			DeferCleanup(l.Close)
 			rw[i] = l
@@ -351,7 +351,7 @@ func checkRWLock(key string) secCheck {
 
 func checkLockManager(prefix string) secCheck {
 	return func(ctx context.Context, c *etcdtest.Cluster, cli *clientv3.Client) {
-		m, err := lock.NewManager(cli, prefix, secTTL, GinkgoLogr)
+		m, err := lock.NewManager(cli, prefix, lock.Options{TTL: secTTL, Logger: GinkgoLogr})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(m.Close)
 		a, err := m.Get("a")
@@ -367,7 +367,7 @@ func checkLockManager(prefix string) secCheck {
 
 // secElection returns a candidate, closed when the spec ends.
 func secElection(cli *clientv3.Client, prefix, id string, log logr.Logger) *election.Election {
-	e, err := election.New(cli, prefix, id, secTTL, log)
+	e, err := election.New(cli, prefix, election.Options{ID: id, TTL: secTTL, Logger: log})
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(e.Close)
 	return e
@@ -390,20 +390,20 @@ func checkCandidates(prefix string) secCheck {
 			default:
 			}
 			return nil
-		}, 50*time.Millisecond, GinkgoLogr)
+		}, election.TaskOptions{Interval: 50 * time.Millisecond, Logger: GinkgoLogr})
 		Expect(err).NotTo(HaveOccurred())
-		Expect(task.Start(ctx)).To(Succeed())
+		stopTask := startBlocking(ctx, task.Start)
 		Eventually(ran).Should(Receive())
-		task.Stop()
+		Expect(stopTask()).To(Succeed())
 		Expect(e2.Err()).NotTo(HaveOccurred())
 
 		By("an HACoordinator")
 		e3 := secElection(cli, prefix, "n3", GinkgoLogr)
-		ha, err := election.NewHACoordinator(e3, func(ctx context.Context) error { <-ctx.Done(); return nil }, nil, GinkgoLogr)
+		ha, err := election.NewHACoordinator(e3, func(ctx context.Context) error { <-ctx.Done(); return nil }, nil, election.HAOptions{Logger: GinkgoLogr})
 		Expect(err).NotTo(HaveOccurred())
-		Expect(ha.Start(ctx)).To(Succeed())
+		stopHA := startBlocking(ctx, ha.Start)
 		Eventually(ha.Role).Should(Equal(election.RolePrimary))
-		ha.Stop()
+		Expect(stopHA()).To(Succeed())
 	}
 }
 
@@ -419,9 +419,29 @@ func checkObserver(prefix string) secCheck {
 	}
 }
 
+// startBlocking runs start (a LeaderTask's or an HACoordinator's Start, which blocks until
+// its context ends) in a goroutine. The returned stop ends it and returns its result once
+// it has returned; the spec's end stops it too.
+func startBlocking(ctx context.Context, start func(context.Context) error) (stop func() error) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- start(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			err = <-done
+		})
+		return err
+	}
+	DeferCleanup(func() { _ = stop() })
+	return stop
+}
+
 // secRegistry returns a registry, closed when the spec ends.
 func secRegistry(cli *clientv3.Client, prefix string) *discovery.Registry {
-	r, err := discovery.NewRegistry(cli, prefix, secTTL, GinkgoLogr)
+	r, err := discovery.NewRegistry(cli, prefix, discovery.Options{TTL: secTTL, Logger: GinkgoLogr})
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(r.Close)
 	return r
@@ -490,7 +510,7 @@ func checkDiscover(prefix, service string) secCheck {
 
 // secConfig returns a config manager, closed when the spec ends.
 func secConfig(cli *clientv3.Client, prefix string) *config.Manager {
-	m, err := config.NewManager(cli, prefix, GinkgoLogr)
+	m, err := config.NewManager(cli, prefix, config.Options{Logger: GinkgoLogr})
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(m.Close)
 	return m
@@ -777,7 +797,7 @@ var _ = Describe("secured etcd: locks", func() {
 	It("Lock and TryLock return the refusal, naming the queue entry, when the user may write the lock's prefix but not read it", func(ctx SpecContext) {
 		c := securedCluster()
 		cli := userClient(ctx, c, "worker", etcdtest.Write("/locks/report/"))
-		l, err := lock.New(cli, lock.Config{Key: "/locks/report", TTL: secTTL}, GinkgoLogr)
+		l, err := lock.New(cli, "/locks/report", lock.Options{TTL: secTTL, Logger: GinkgoLogr})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(l.Close)
 		lctx, cancel := within(ctx)
@@ -792,7 +812,7 @@ var _ = Describe("secured etcd: locks", func() {
 	It("RLock and Lock of a read-write lock return the refusal, naming the queue entry, when the user may write its prefix but not read it", func(ctx SpecContext) {
 		c := securedCluster()
 		cli := userClient(ctx, c, "worker", etcdtest.Write("/locks/catalog/"))
-		rw, err := lock.NewRW(cli, "/locks/catalog", secTTL, GinkgoLogr)
+		rw, err := lock.NewRW(cli, "/locks/catalog", lock.Options{TTL: secTTL, Logger: GinkgoLogr})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(rw.Close)
 		lctx, cancel := within(ctx)
@@ -805,7 +825,7 @@ var _ = Describe("secured etcd: locks", func() {
 	It("a lock manager's lock returns the refusal, naming its queue entry, when the user may write the manager's prefix but not read it", func(ctx SpecContext) {
 		c := securedCluster()
 		cli := userClient(ctx, c, "worker", etcdtest.Write("/locks/tenants/"))
-		m, err := lock.NewManager(cli, "/locks/tenants", secTTL, GinkgoLogr)
+		m, err := lock.NewManager(cli, "/locks/tenants", lock.Options{TTL: secTTL, Logger: GinkgoLogr})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(m.Close)
 		b, err := m.Get("b")
@@ -836,10 +856,11 @@ var _ = Describe("secured etcd: an election", func() {
 		cli := userClient(ctx, c, "billing", etcdtest.Read(prefix))
 		e := secElection(cli, prefix, "n1", GinkgoLogr)
 		var ran atomic.Bool
-		task, err := election.NewLeaderTask(e, func(context.Context) error { ran.Store(true); return nil }, 50*time.Millisecond, GinkgoLogr)
+		task, err := election.NewLeaderTask(e, func(context.Context) error { ran.Store(true); return nil },
+			election.TaskOptions{Interval: 50 * time.Millisecond, Logger: GinkgoLogr})
 		Expect(err).NotTo(HaveOccurred())
-		Expect(task.Start(ctx)).To(Succeed())
-		defer task.Stop()
+		stopTask := startBlocking(ctx, task.Start)
+		defer func() { Expect(stopTask()).To(Succeed()) }()
 		Eventually(e.Err).Should(denied(prefix))
 		Expect(ran.Load()).To(BeFalse())
 	})
@@ -848,10 +869,10 @@ var _ = Describe("secured etcd: an election", func() {
 		c := securedCluster()
 		cli := userClient(ctx, c, "billing", etcdtest.Read(prefix))
 		e := secElection(cli, prefix, "n1", GinkgoLogr)
-		ha, err := election.NewHACoordinator(e, func(ctx context.Context) error { <-ctx.Done(); return nil }, nil, GinkgoLogr)
+		ha, err := election.NewHACoordinator(e, func(ctx context.Context) error { <-ctx.Done(); return nil }, nil, election.HAOptions{Logger: GinkgoLogr})
 		Expect(err).NotTo(HaveOccurred())
-		Expect(ha.Start(ctx)).To(Succeed())
-		defer ha.Stop()
+		stopHA := startBlocking(ctx, ha.Start)
+		defer func() { Expect(stopHA()).To(Succeed()) }()
 		Eventually(e.Err).Should(denied(prefix))
 		Expect(ha.Role()).To(Equal(election.RoleSecondary))
 	})

@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-logr/logr"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -73,7 +72,7 @@ var _ = Describe("every component with auth tokens that expire", func() {
 		start := time.Now()
 
 		// Opened before the first expiry: a leader-only controller.
-		mgr, err := manager.New(manager.Options{Client: cli, Name: "tokens", LeaseTTL: 2, GracefulShutdownTimeout: 5 * time.Second})
+		mgr, err := manager.New(manager.Options{Client: cli, Name: "tokens", LeaseTTL: 2 * time.Second, GracefulShutdownTimeout: 5 * time.Second})
 		Expect(err).NotTo(HaveOccurred())
 		seen := &lastSeen{v: map[string]string{}}
 		Expect(manager.NewControllerManagedBy(mgr).Named("jobs").Watches(source.Prefix("/jobs/")).
@@ -100,14 +99,14 @@ var _ = Describe("every component with auth tokens that expire", func() {
 			Expect(err).NotTo(HaveOccurred())
 			Eventually(func() string { return seen.snapshot()[key] }).Should(Equal("seen"))
 
-			cfgMgr, err := config.NewManager(cli, fmt.Sprintf("/config/%d/", round), logr.Discard())
+			cfgMgr, err := config.NewManager(cli, fmt.Sprintf("/config/%d/", round), config.Options{})
 			Expect(err).NotTo(HaveOccurred())
 			Expect(cfgMgr.WaitForSync(ctx)).To(Succeed())
 			Expect(cfgMgr.Set(ctx, "db/host", "h")).To(Succeed())
 			Expect(cfgMgr.GetString(ctx, "db/host")).To(Equal("h"))
 			cfgMgr.Close()
 
-			reg, err := discovery.NewRegistry(cli, "/services", 2, logr.Discard())
+			reg, err := discovery.NewRegistry(cli, "/services", discovery.Options{TTL: 2 * time.Second})
 			Expect(err).NotTo(HaveOccurred())
 			var added atomic.Int32
 			wctx, cancelWatch := context.WithCancel(ctx)
@@ -121,13 +120,13 @@ var _ = Describe("every component with auth tokens that expire", func() {
 			cancelWatch()
 			Expect(reg.Close()).To(Succeed())
 
-			l, err := lock.New(cli, lock.Config{Key: "/locks/tokens", TTL: 2}, logr.Discard())
+			l, err := lock.New(cli, "/locks/tokens", lock.Options{TTL: 2 * time.Second})
 			Expect(err).NotTo(HaveOccurred())
 			Expect(l.Lock(ctx)).To(Succeed())
 			Expect(l.Unlock(ctx)).To(Succeed())
 			Expect(l.Close()).To(Succeed())
 
-			e, err := election.New(cli, "/elections/tokens/", fmt.Sprint(round), 2, logr.Discard())
+			e, err := election.New(cli, "/elections/tokens/", election.Options{ID: fmt.Sprint(round), TTL: 2 * time.Second})
 			Expect(err).NotTo(HaveOccurred())
 			octx, cancelObserve := context.WithCancel(ctx)
 			leaders := e.Observe(octx)

@@ -27,7 +27,7 @@ const (
 	// faultTTL is the members' LeaseTTL and the lock holders' session TTL in these specs:
 	// long enough to ride through an etcd election (about 1-2 s with etcd's default
 	// timing), short enough to be lost to a longer outage.
-	faultTTL = 5
+	faultTTL = 5 * time.Second
 	// hang is how long the leading etcd member stays stopped: well past an election and
 	// past the TTL, so that a session kept alive through the stopped member alone is lost.
 	hang = 8 * time.Second
@@ -312,7 +312,7 @@ var _ = Describe("a sharded manager and lock holders while etcd's members fail",
 		}).WithTimeout(30 * time.Second).WithPolling(20 * time.Millisecond).Should(Succeed())
 		took := at.Sub(victim.killed)
 		AddReportEntry("kill -9 of a member with etcd's leader to its shards owned again", took.String())
-		Expect(took).To(BeNumerically("<", faultTTL*time.Second+5*time.Second), "etcd's election, the TTL, etcd's expiry scan and the claims")
+		Expect(took).To(BeNumerically("<", faultTTL+5*time.Second), "etcd's election, the TTL, etcd's expiry scan and the claims")
 
 		Expect(h.c.Restart(ctx, leader)).To(Succeed())
 		rest := slices.DeleteFunc([]*member{m1, m2, m3}, func(m *member) bool { return m == victim })

@@ -36,8 +36,8 @@ type harness struct {
 	dir     string
 	web     *http.Client
 	members []*member
-	// memberTTL is the LeaseTTL, in seconds, of the members started from now on; ttl when 0.
-	memberTTL int
+	// memberTTL is the LeaseTTL of the members started from now on; ttl when 0.
+	memberTTL time.Duration
 }
 
 func newHarness() *harness {
@@ -71,7 +71,7 @@ func (h *harness) start(id string) *member {
 		historyEnv+"="+m.history,
 	)
 	if h.memberTTL != 0 {
-		cmd.Env = append(cmd.Env, ttlEnv+"="+strconv.Itoa(h.memberTTL))
+		cmd.Env = append(cmd.Env, ttlEnv+"="+h.memberTTL.String())
 	}
 	s, err := gexec.Start(cmd, GinkgoWriter, GinkgoWriter)
 	Expect(err).NotTo(HaveOccurred())

@@ -106,7 +106,7 @@ type lockers struct {
 }
 
 // startLockers starts n lock holders with locks of the given session TTL.
-func (h *harness) startLockers(ctx context.Context, n, ttl int) *lockers {
+func (h *harness) startLockers(ctx context.Context, n int, ttl time.Duration) *lockers {
 	GinkgoHelper()
 	_, err := h.cli.Put(ctx, counterKey, increment{holder: "init"}.value())
 	Expect(err).NotTo(HaveOccurred())
@@ -122,7 +122,7 @@ func (h *harness) startLockers(ctx context.Context, n, ttl int) *lockers {
 		cli, err := h.c.NewClient()
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(cli.Close)
-		l, err := lock.New(cli, lock.Config{Key: lockKey, TTL: ttl}, log.WithName(holder))
+		l, err := lock.New(cli, lockKey, lock.Options{TTL: ttl, Logger: log.WithName(holder)})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(l.Close)
 		lk.wg.Add(1)

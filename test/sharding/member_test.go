@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,7 +35,7 @@ const (
 	memberEnv    = "ETCDKIT_SHARDTEST_MEMBER" // the member's ID
 	endpointsEnv = "ETCDKIT_SHARDTEST_ENDPOINTS"
 	historyEnv   = "ETCDKIT_SHARDTEST_HISTORY" // the member's history file
-	ttlEnv       = "ETCDKIT_SHARDTEST_TTL"     // the member's LeaseTTL in seconds; ttl when unset
+	ttlEnv       = "ETCDKIT_SHARDTEST_TTL"     // the member's LeaseTTL, as time.ParseDuration reads it; ttl when unset
 )
 
 // slowPrefix marks an item whose reconcile takes slowFor, whatever happens to its context:
@@ -103,7 +102,7 @@ func runMember() int {
 	hist := &historyFile{f: f}
 	leaseTTL := ttl
 	if v := os.Getenv(ttlEnv); v != "" {
-		if leaseTTL, err = strconv.Atoi(v); err != nil {
+		if leaseTTL, err = time.ParseDuration(v); err != nil {
 			return fail(fmt.Errorf("%s: %w", ttlEnv, err))
 		}
 	}

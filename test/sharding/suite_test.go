@@ -35,11 +35,11 @@ const (
 	managerName = "shardtest"
 	root        = "/etcdkit/" + managerName + "/"
 	shards      = 16
-	ttl         = 2 // seconds, the members' LeaseTTL
+	ttl         = 2 * time.Second // the members' LeaseTTL
 	itemsPrefix = "/items/"
 	outPrefix   = "/out/"
 )
 
 // failover is how long the design lets a crashed member's shards stay unowned: its lease's
 // TTL, plus a second for etcd to notice and the others to claim them.
-const failover = ttl*time.Second + time.Second
+const failover = ttl + time.Second

@@ -9,6 +9,10 @@ BENCH     ?= .
 
 .PHONY: all build run test lint vet fmt-check bench etcd clean
 
+# Parts kept in mk/: each may add prerequisites of make test to TEST_DEPS.
+TEST_DEPS :=
+-include mk/*.mk
+
 all: build
 
 build:
@@ -34,7 +38,7 @@ vet:
 # its own, after the others, so that it does not share the 2 cores with another package.
 SOLO := ./test/sharding
 
-test: lint etcd
+test: lint etcd $(TEST_DEPS)
 	$(GO) test -race -count=1 -timeout 25m $$($(GO) list ./... | grep -v '/test/sharding$$')
 	$(GO) test -race -count=1 -timeout 10m -p 1 $(SOLO)
 

@@ -114,12 +114,12 @@ func runController(ctx context.Context, e *env) error {
 	}
 	r := &jobReconciler{specs: specs, statuses: statuses, say: e.say}
 	// A status change maps back to its job, so that a status edited by hand is repaired.
-	statusToJob := reconcile.EnqueueMapped(func(ev source.Event) []reconcile.Request {
+	statusToJob := reconcile.EventHandler(func(ev source.Event) []reconcile.Request {
 		return []reconcile.Request{{Key: jobsPrefix + strings.TrimPrefix(ev.Key, statusPrefix)}}
 	})
 	err = manager.NewControllerManagedBy(mgr).
 		Named("jobs").
-		Watches(source.Prefix(jobsPrefix)).
+		For(source.Prefix(jobsPrefix)).
 		Watches(source.Prefix(statusPrefix), statusToJob).
 		WithOptions(reconcile.Options{MaxConcurrentReconciles: 4}).
 		Complete(r)

@@ -212,7 +212,7 @@ func runReplicaSet(ctx context.Context, e *env) error {
 	}
 	err = manager.NewControllerManagedBy(mgr).
 		Named("replicasets").
-		Watches(source.Prefix(setsPrefix)).
+		For(source.Prefix(setsPrefix)).
 		Watches(source.Prefix(podsPrefix), podToSet).
 		WithOptions(reconcile.Options{MaxConcurrentReconciles: 2}).
 		Complete(&replicaSetReconciler{cache: cache, sets: sets, pods: pods, say: e.say})
@@ -221,7 +221,7 @@ func runReplicaSet(ctx context.Context, e *env) error {
 	}
 	err = manager.NewControllerManagedBy(mgr).
 		Named("node").
-		Watches(source.Prefix(podsPrefix)).
+		For(source.Prefix(podsPrefix)).
 		WithEventFilter(source.Or(source.CreateOnly(), source.ValueChanged())).
 		Complete(&nodeReconciler{pods: pods})
 	if err != nil {

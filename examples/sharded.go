@@ -287,7 +287,7 @@ func newShardedMember(e *env, name, id, itemsPrefix, statusPrefix string) (*shar
 	m.r = &itemReconciler{id: id, cli: cli, itemsPrefix: itemsPrefix, statuses: statuses}
 	err = manager.NewControllerManagedBy(m.mgr).
 		Named("items").
-		Watches(source.Prefix(itemsPrefix)).
+		For(source.Prefix(itemsPrefix)).
 		WithOptions(reconcile.Options{MaxConcurrentReconciles: 2}).
 		Complete(m.r)
 	if err != nil {

@@ -14,7 +14,8 @@ import (
 //
 //	err := manager.NewControllerManagedBy(mgr).
 //		Named("jobs").
-//		Watches(source.Prefix("/jobs/")).
+//		For(source.Prefix("/jobs/")).
+//		Watches(source.Prefix("/runs/"), runToJob).
 //		WithEventFilter(source.ValueChanged()).
 //		WithOptions(reconcile.Options{MaxConcurrentReconciles: 4}).
 //		Complete(r)
@@ -26,14 +27,15 @@ type Builder struct {
 	watches    []builderWatch
 	filters    []source.Predicate
 	opts       reconcile.Options
+	optsGiven  int // how many times WithOptions was called
 	shardKey   func(string) string
 	leaderOnly bool
 }
 
 type builderWatch struct {
-	spec     source.Spec
-	h        reconcile.EventHandler
-	handlers int // how many handlers Watches was given
+	spec source.Spec
+	h    reconcile.EventHandler // nil for Watches given a nil handler (an error)
+	call string                 // "For" or "Watches", for errors
 }
 
 // NewControllerManagedBy starts a Builder for a controller that mgr runs.
@@ -45,18 +47,23 @@ func (b *Builder) Named(name string) *Builder {
 	return b
 }
 
-// Watches feeds the controller from a prefix. h maps events to requests; default
-// reconcile.EnqueueKey. At most one handler may be given (reconcile.EnqueueMapped maps an
-// event to several requests). The predicates of this watch alone go on the spec
-// (source.Spec.WithPredicates); those of every watch go to WithEventFilter. The prefix is
-// read from the manager's shared cache (see Cache): one source per prefix, whichever
-// controllers, stores and readers use it.
-func (b *Builder) Watches(spec source.Spec, h ...reconcile.EventHandler) *Builder {
-	w := builderWatch{spec: spec, handlers: len(h)}
-	if len(h) == 1 {
-		w.h = h[0]
-	}
-	b.watches = append(b.watches, w)
+// For feeds the controller from a prefix whose keys it reconciles: a change of a key
+// queues that key (controller-runtime's For). Call it for each such prefix. The
+// predicates of this prefix alone go on the spec (source.Spec.WithPredicates); those of
+// every prefix go to WithEventFilter. The prefix is read from the manager's shared cache
+// (see Cache): one source per prefix, whichever controllers, stores and readers use it.
+func (b *Builder) For(spec source.Spec) *Builder {
+	b.watches = append(b.watches, builderWatch{spec: spec, h: reconcile.EnqueueKey(), call: "For"})
+	return b
+}
+
+// Watches feeds the controller from a prefix whose changes map to other keys through h,
+// for example a child key to its owner's (controller-runtime's Watches with
+// EnqueueRequestsFromMapFunc): any func(source.Event) []reconcile.Request is a
+// reconcile.EventHandler. h must not be nil (For queues the changed keys themselves).
+// Predicates and the shared cache are as for For.
+func (b *Builder) Watches(spec source.Spec, h reconcile.EventHandler) *Builder {
+	b.watches = append(b.watches, builderWatch{spec: spec, h: h, call: "Watches"})
 	return b
 }
 
@@ -71,10 +78,12 @@ func (b *Builder) WithEventFilter(ps ...source.Predicate) *Builder {
 	return b
 }
 
-// WithOptions sets the controller's options. Name and Logger are set by the manager; GracefulShutdownTimeout defaults to the manager's; the predicates of
+// WithOptions sets the controller's options, once: a second call is an error that Build
+// reports. Name and Logger are set by the manager; GracefulShutdownTimeout defaults to the manager's; the predicates of
 // WithEventFilter are added to EventFilters.
 func (b *Builder) WithOptions(opts reconcile.Options) *Builder {
 	b.opts = opts
+	b.optsGiven++
 	return b
 }
 
@@ -109,15 +118,18 @@ func (b *Builder) Build(r reconcile.Reconciler) (*reconcile.Controller, error) {
 		return nil, errors.New("manager: controller needs a name (Named)")
 	}
 	if len(b.watches) == 0 {
-		return nil, fmt.Errorf("manager: controller %q watches nothing (Watches)", b.name)
+		return nil, fmt.Errorf("manager: controller %q watches nothing (For, Watches)", b.name)
 	}
 	for i, w := range b.watches {
 		switch {
 		case w.spec.Prefix == "":
-			return nil, fmt.Errorf("manager: controller %q: Watches (watch %d) needs a non-empty prefix", b.name, i+1)
-		case w.handlers > 1:
-			return nil, fmt.Errorf("manager: controller %q: Watches(%q) was given %d handlers, and a watch takes at most one (reconcile.EnqueueMapped maps an event to several requests)", b.name, w.spec.Prefix, w.handlers)
+			return nil, fmt.Errorf("manager: controller %q: %s (watch %d) needs a non-empty prefix", b.name, w.call, i+1)
+		case w.h == nil:
+			return nil, fmt.Errorf("manager: controller %q: Watches(%q) needs a handler that maps a change to requests (For queues the changed keys themselves)", b.name, w.spec.Prefix)
 		}
+	}
+	if b.optsGiven > 1 {
+		return nil, fmt.Errorf("manager: controller %q: WithOptions was called %d times; it sets every option at once, so give them in one call (WithEventFilter adds to EventFilters)", b.name, b.optsGiven)
 	}
 	for i, p := range b.filters {
 		if p == nil {
@@ -187,12 +199,9 @@ func (b *Builder) Build(r reconcile.Reconciler) (*reconcile.Controller, error) {
 	return c, nil
 }
 
-// filtered returns h (reconcile.EnqueueKey when nil) behind the predicates ps of one
-// watch: an event or a resync that one of them drops causes no request.
+// filtered returns h behind the predicates ps of one watch: an event or a resync that one
+// of them drops causes no request.
 func filtered(h reconcile.EventHandler, ps []source.Predicate) reconcile.EventHandler {
-	if h == nil {
-		h = reconcile.EnqueueKey()
-	}
 	if len(ps) == 0 {
 		return h
 	}

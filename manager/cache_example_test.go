@@ -52,7 +52,7 @@ func ExampleManager_GetCache() {
 	done := make(chan string, 1)
 	err = manager.NewControllerManagedBy(mgr).
 		Named("tasks").
-		Watches(source.Prefix("/tasks/")). // shares the store's source: one watch
+		For(source.Prefix("/tasks/")). // shares the store's source: one watch
 		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 			t, err := tasks.Cached(req.Key) // a typed read of the cache, decoded once per revision
 			if err != nil {

@@ -81,9 +81,9 @@ var _ = Describe("the manager's shared cache", func() {
 		put(ctx, "/jobs/a", "1")
 		mgr := newManager("share")
 		one, two := &keySet{keys: map[string]bool{}}, &keySet{keys: map[string]bool{}}
-		c1, err := manager.NewControllerManagedBy(mgr).Named("one").Watches(source.Prefix("/jobs/")).Build(one.reconciler())
+		c1, err := manager.NewControllerManagedBy(mgr).Named("one").For(source.Prefix("/jobs/")).Build(one.reconciler())
 		Expect(err).NotTo(HaveOccurred())
-		c2, err := manager.NewControllerManagedBy(mgr).Named("two").Watches(source.Prefix("/jobs/")).Build(two.reconciler())
+		c2, err := manager.NewControllerManagedBy(mgr).Named("two").For(source.Prefix("/jobs/")).Build(two.reconciler())
 		Expect(err).NotTo(HaveOccurred())
 		Expect(c1.Sources()[0]).To(BeIdenticalTo(c2.Sources()[0]))
 		Expect(mgr.GetCache().Sources()).To(HaveLen(1))
@@ -106,7 +106,7 @@ var _ = Describe("the manager's shared cache", func() {
 		jobs, err := store.New[job](cli, "/jobs/", store.Options[job]{Cache: mgr.GetCache()})
 		Expect(err).NotTo(HaveOccurred())
 		seen := make(chan job, 10)
-		err = manager.NewControllerManagedBy(mgr).Named("typed").Watches(source.Prefix("/jobs/")).
+		err = manager.NewControllerManagedBy(mgr).Named("typed").For(source.Prefix("/jobs/")).
 			Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 				obj, err := jobs.Cached(req.Key)
 				if err != nil {
@@ -137,10 +137,10 @@ var _ = Describe("the manager's shared cache", func() {
 	It("serves a narrower prefix from a wider source, each watch seeing its own keys and predicates", func(ctx SpecContext) {
 		mgr := newManager("wide")
 		all, narrow := &keySet{keys: map[string]bool{}}, &keySet{keys: map[string]bool{}}
-		wide, err := manager.NewControllerManagedBy(mgr).Named("all").Watches(source.Prefix("/jobs/")).Build(all.reconciler())
+		wide, err := manager.NewControllerManagedBy(mgr).Named("all").For(source.Prefix("/jobs/")).Build(all.reconciler())
 		Expect(err).NotTo(HaveOccurred())
 		sub, err := manager.NewControllerManagedBy(mgr).Named("narrow").
-			Watches(source.Prefix("/jobs/a/").WithPredicates(source.KeyMatches(func(k string) bool { return !strings.HasSuffix(k, "-skip") }))).
+			For(source.Prefix("/jobs/a/").WithPredicates(source.KeyMatches(func(k string) bool { return !strings.HasSuffix(k, "-skip") }))).
 			Build(narrow.reconciler())
 		Expect(err).NotTo(HaveOccurred())
 		Expect(sub.Sources()[0]).To(BeIdenticalTo(wide.Sources()[0]))
@@ -184,11 +184,11 @@ var _ = Describe("the manager's shared cache", func() {
 		_, err := mgr.GetCache().Source("/jobs/")
 		Expect(err).NotTo(HaveOccurred())
 		err = manager.NewControllerManagedBy(mgr).Named("paged").
-			Watches(source.Prefix("/jobs/a/").WithOptions(source.Options{PageSize: 10})).
+			For(source.Prefix("/jobs/a/").WithOptions(source.Options{PageSize: 10})).
 			Complete(reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) { return reconcile.Result{}, nil }))
 		Expect(err).To(MatchError(And(ContainSubstring("/jobs/a/ is served by the source of /jobs/"), ContainSubstring("PageSize 1000"), ContainSubstring("cannot ask for 10"))))
 		err = manager.NewControllerManagedBy(mgr).Named("default").
-			Watches(source.Prefix("/jobs/").WithOptions(source.Options{PageSize: source.DefaultPageSize})).
+			For(source.Prefix("/jobs/").WithOptions(source.Options{PageSize: source.DefaultPageSize})).
 			Complete(reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) { return reconcile.Result{}, nil }))
 		Expect(err).NotTo(HaveOccurred(), "an option set to the source's value is no conflict")
 		_, err = mgr.GetCache().Source("")

@@ -36,7 +36,7 @@ func Example() {
 	reconciled := make(chan string, 1)
 	err = manager.NewControllerManagedBy(mgr).
 		Named("jobs").
-		Watches(source.Prefix("/jobs/")).
+		For(source.Prefix("/jobs/")).
 		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 			select {
 			case reconciled <- req.Key:
@@ -99,7 +99,7 @@ func Example_sharding() {
 		}
 		err = manager.NewControllerManagedBy(mgr).
 			Named("jobs").
-			Watches(source.Prefix("/jobs/")).
+			For(source.Prefix("/jobs/")).
 			Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 				s, _ := manager.ShardFrom(ctx)
 				reconciledBy <- fmt.Sprintf("%s: shard %d by %s", req.Key, s.ID, id)

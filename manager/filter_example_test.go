@@ -43,7 +43,7 @@ func ExampleBuilder_WithEventFilter() {
 	reconciled := make(chan string, 10)
 	err = manager.NewControllerManagedBy(mgr).
 		Named("jobs").
-		Watches(source.Prefix("/jobs/").WithPredicates(running)).
+		For(source.Prefix("/jobs/").WithPredicates(running)).
 		WithEventFilter(specs, source.ValueChanged()).
 		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 			reconciled <- req.Key

@@ -86,20 +86,22 @@ var _ = Describe("a manager's event filters", func() {
 	It("reports each mistake of the builder where it is made", func() {
 		mgr := newManager("a", nil)
 		b := func() *manager.Builder { return manager.NewControllerManagedBy(mgr).Named("c") }
-		Expect(b().Watches(source.Prefix("/j/"), reconcile.EnqueueKey(), reconcile.EnqueueKey()).Complete(noop)).
-			To(MatchError(ContainSubstring(`controller "c": Watches("/j/") was given 2 handlers, and a watch takes at most one`)))
-		Expect(b().Watches(source.Prefix("/j/")).Watches(source.Prefix("")).Complete(noop)).
-			To(MatchError(ContainSubstring(`controller "c": Watches (watch 2) needs a non-empty prefix`)))
-		Expect(b().Watches(source.Prefix("/j/")).WithEventFilter(source.ValueChanged(), nil).Complete(noop)).
+		Expect(b().Watches(source.Prefix("/j/"), nil).Complete(noop)).
+			To(MatchError(ContainSubstring(`controller "c": Watches("/j/") needs a handler`)))
+		Expect(b().For(source.Prefix("/j/")).WithOptions(reconcile.Options{}).WithOptions(reconcile.Options{}).Complete(noop)).
+			To(MatchError(ContainSubstring(`controller "c": WithOptions was called 2 times`)))
+		Expect(b().For(source.Prefix("/j/")).For(source.Prefix("")).Complete(noop)).
+			To(MatchError(ContainSubstring(`controller "c": For (watch 2) needs a non-empty prefix`)))
+		Expect(b().For(source.Prefix("/j/")).WithEventFilter(source.ValueChanged(), nil).Complete(noop)).
 			To(MatchError(ContainSubstring(`controller "c": WithEventFilter: predicate 2 is nil`)))
-		Expect(b().Watches(source.Prefix("/j/")).WithEventFilter(source.Not(source.And(source.DeleteOnly(), nil))).Complete(noop)).
+		Expect(b().For(source.Prefix("/j/")).WithEventFilter(source.Not(source.And(source.DeleteOnly(), nil))).Complete(noop)).
 			To(MatchError(ContainSubstring(`controller "c": WithEventFilter: predicate 1 is nil (a nil predicate, or an And, Or, Not`)))
-		Expect(b().Watches(source.Prefix("/j/")).Watches(source.Prefix("/k/").WithPredicates(source.KeyMatches(nil))).Complete(noop)).
+		Expect(b().For(source.Prefix("/j/")).For(source.Prefix("/k/").WithPredicates(source.KeyMatches(nil))).Complete(noop)).
 			To(MatchError(ContainSubstring(`controller "c": source /k/: Options.Predicates[0] is nil`)))
-		Expect(b().Watches(source.Prefix("/j/")).WithOptions(reconcile.Options{EventFilters: []source.Predicate{nil}}).Complete(noop)).
+		Expect(b().For(source.Prefix("/j/")).WithOptions(reconcile.Options{EventFilters: []source.Predicate{nil}}).Complete(noop)).
 			To(MatchError(ContainSubstring(`controller "c": EventFilters[0] is nil`)))
 		// None of the mistakes added the controller: the name is free.
-		Expect(b().Watches(source.Prefix("/j/").WithPredicates(source.ValueChanged())).
+		Expect(b().For(source.Prefix("/j/").WithPredicates(source.ValueChanged())).
 			WithEventFilter(source.KeyHasPrefix("/j/x")).Complete(noop)).To(Succeed())
 	})
 
@@ -118,7 +120,7 @@ var _ = Describe("a manager's event filters", func() {
 		for _, id := range []string{"a", "b"} {
 			mgr := newManager(id, nil)
 			Expect(manager.NewControllerManagedBy(mgr).Named("lf").
-				Watches(source.Prefix("/lf/").WithPredicates(notSkipped)).
+				For(source.Prefix("/lf/").WithPredicates(notSkipped)).
 				WithEventFilter(source.KeyHasPrefix("/lf/keep/"), source.ValueChanged()).
 				Complete(reconcile.Func(func(_ context.Context, req reconcile.Request) (reconcile.Result, error) {
 					seen.add(id, req.Key)
@@ -190,7 +192,7 @@ var _ = Describe("a manager's event filters", func() {
 			// UpdateOnly drops every live create: only the initial list and the resyncs that
 			// follow a claim, which it lets through, reconcile these keys.
 			Expect(manager.NewControllerManagedBy(mgr).Named("sf").
-				Watches(source.Prefix("/sf/").WithPredicates(notSkipped)).
+				For(source.Prefix("/sf/").WithPredicates(notSkipped)).
 				WithEventFilter(specs, source.UpdateOnly()).
 				Complete(reconcile.Func(func(_ context.Context, req reconcile.Request) (reconcile.Result, error) {
 					seen.add(id, req.Key)

@@ -118,14 +118,14 @@ var _ = Describe("a manager", func() {
 	It("rejects a bad controller with a clear error", func() {
 		mgr := newManager("a", nil)
 		noop := reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) { return reconcile.Result{}, nil })
-		Expect(manager.NewControllerManagedBy(mgr).Watches(source.Prefix("/j/")).Complete(noop)).To(MatchError(ContainSubstring("needs a name")))
+		Expect(manager.NewControllerManagedBy(mgr).For(source.Prefix("/j/")).Complete(noop)).To(MatchError(ContainSubstring("needs a name")))
 		Expect(manager.NewControllerManagedBy(mgr).Named("c").Complete(noop)).To(MatchError(ContainSubstring(`controller "c" watches nothing`)))
-		Expect(manager.NewControllerManagedBy(mgr).Named("c").Watches(source.Prefix("")).Complete(noop)).To(MatchError(ContainSubstring("non-empty prefix")))
-		Expect(manager.NewControllerManagedBy(mgr).Named("c").Watches(source.Prefix("/j/")).Complete(nil)).To(MatchError(ContainSubstring("reconciler must not be nil")))
-		Expect(manager.NewControllerManagedBy(mgr).Named("c").Watches(source.Prefix("/j/")).
+		Expect(manager.NewControllerManagedBy(mgr).Named("c").For(source.Prefix("")).Complete(noop)).To(MatchError(ContainSubstring("non-empty prefix")))
+		Expect(manager.NewControllerManagedBy(mgr).Named("c").For(source.Prefix("/j/")).Complete(nil)).To(MatchError(ContainSubstring("reconciler must not be nil")))
+		Expect(manager.NewControllerManagedBy(mgr).Named("c").For(source.Prefix("/j/")).
 			WithOptions(reconcile.Options{MaxConcurrentReconciles: -1}).Complete(noop)).To(MatchError(ContainSubstring("MaxConcurrentReconciles must be at least 1, got -1")))
-		Expect(manager.NewControllerManagedBy(mgr).Named("c").Watches(source.Prefix("/j/")).Complete(noop)).To(Succeed())
-		Expect(manager.NewControllerManagedBy(mgr).Named("c").Watches(source.Prefix("/j/")).Complete(noop)).To(MatchError(ContainSubstring(`a controller named "c" exists already`)))
+		Expect(manager.NewControllerManagedBy(mgr).Named("c").For(source.Prefix("/j/")).Complete(noop)).To(Succeed())
+		Expect(manager.NewControllerManagedBy(mgr).Named("c").For(source.Prefix("/j/")).Complete(noop)).To(MatchError(ContainSubstring(`a controller named "c" exists already`)))
 		Expect(mgr.Add(nil)).To(MatchError(ContainSubstring("runnable must not be nil")))
 	})
 
@@ -138,7 +138,7 @@ var _ = Describe("a manager", func() {
 				seen.add(id)
 				return reconcile.Result{}, nil
 			})
-			Expect(manager.NewControllerManagedBy(mgr).Named("jobs").Watches(source.Prefix("/jobs/")).Complete(r)).To(Succeed())
+			Expect(manager.NewControllerManagedBy(mgr).Named("jobs").For(source.Prefix("/jobs/")).Complete(r)).To(Succeed())
 			replicas[id] = startReplica(mgr)
 		}
 		var leader, follower string
@@ -187,7 +187,7 @@ var _ = Describe("a manager", func() {
 			// Later terms reconcile again, legitimately, under their own fence.
 			return reconcile.Result{}, nil
 		})
-		Expect(manager.NewControllerManagedBy(mgr).Named("fj").Watches(source.Prefix("/fj/")).Complete(r)).To(Succeed())
+		Expect(manager.NewControllerManagedBy(mgr).Named("fj").For(source.Prefix("/fj/")).Complete(r)).To(Succeed())
 		rep := startReplica(mgr)
 		defer rep.shutdown()
 		Eventually(mgr.IsLeader).Should(BeTrue())
@@ -226,7 +226,7 @@ var _ = Describe("a manager", func() {
 			written.Store(&err)
 			return reconcile.Result{}, err
 		})
-		Expect(manager.NewControllerManagedBy(mgr).Named("drain").Watches(source.Prefix("/dr/")).Complete(r)).To(Succeed())
+		Expect(manager.NewControllerManagedBy(mgr).Named("drain").For(source.Prefix("/dr/")).Complete(r)).To(Succeed())
 		rep := startReplica(mgr)
 		Eventually(mgr.IsLeader).Should(BeTrue())
 		_, err = c.Client().Put(ctx, "/dr/k", "{}")
@@ -248,7 +248,7 @@ var _ = Describe("a manager", func() {
 		mgr := newManager("a", nil)
 		noop := reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) { return reconcile.Result{}, nil })
 		future := source.Prefix("/fut/").WithOptions(source.Options{StartRevision: 1 << 40})
-		Expect(manager.NewControllerManagedBy(mgr).Named("future").Watches(future).Complete(noop)).To(Succeed())
+		Expect(manager.NewControllerManagedBy(mgr).Named("future").For(future).Complete(noop)).To(Succeed())
 		Expect(mgr.Start(ctx)).To(MatchError(ContainSubstring("beyond etcd's current revision")))
 
 		mgr2 := newManager("b", nil)
@@ -348,7 +348,7 @@ var _ = Describe("a manager", func() {
 		blocked := source.Prefix("/m/").WithOptions(source.Options{Predicates: []source.Predicate{func(source.Event) bool { <-gate; return true }}})
 		_, err := c.Client().Put(ctx, "/m/k", "v")
 		Expect(err).NotTo(HaveOccurred())
-		Expect(manager.NewControllerManagedBy(mgr).Named("metered").Watches(blocked).Complete(r)).To(Succeed())
+		Expect(manager.NewControllerManagedBy(mgr).Named("metered").For(blocked).Complete(r)).To(Succeed())
 		rep := startReplica(mgr)
 		defer rep.shutdown()
 		Eventually(mgr.HealthProbeAddr).ShouldNot(BeEmpty())

@@ -7,20 +7,22 @@ import (
 )
 
 // TestReadmeQuotesTheExample checks that every line of code the README's "Writing a
-// reconciler" section shows stands in Example_writingAReconciler, which runs: the README
-// cannot drift from code that works.
+// reconciler" section shows stands in Example_writingAReconciler or Example_finalizers,
+// which run: the README cannot drift from code that works.
 func TestReadmeQuotesTheExample(t *testing.T) {
 	readme, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	example, err := os.ReadFile("reconciler_example_test.go")
-	if err != nil {
-		t.Fatal(err)
-	}
 	have := map[string]bool{}
-	for _, l := range strings.Split(string(example), "\n") {
-		have[strings.TrimSpace(l)] = true
+	for _, f := range []string{"reconciler_example_test.go", "finalizer_example_test.go"} {
+		example, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(example), "\n") {
+			have[strings.TrimSpace(l)] = true
+		}
 	}
 	_, section, ok := strings.Cut(string(readme), "\n## Writing a reconciler\n")
 	if !ok {
@@ -38,7 +40,7 @@ func TestReadmeQuotesTheExample(t *testing.T) {
 			}
 			quoted++
 			if !have[l] {
-				t.Errorf("README.md shows %q, which reconciler_example_test.go does not hold", l)
+				t.Errorf("README.md shows %q, which neither reconciler_example_test.go nor finalizer_example_test.go holds", l)
 			}
 		}
 	}

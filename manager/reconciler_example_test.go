@@ -122,8 +122,8 @@ func Example_writingAReconciler() {
 
 	err = manager.NewControllerManagedBy(mgr).
 		Named("jobs").
-		Watches(source.Prefix("/jobs/")).
-		Watches(source.Prefix("/runs/"), reconcile.EnqueueMapped(func(e source.Event) []reconcile.Request {
+		For(source.Prefix("/jobs/")).
+		Watches(source.Prefix("/runs/"), reconcile.EventHandler(func(e source.Event) []reconcile.Request {
 			kv := e.KV
 			if e.Type == source.Delete {
 				kv = e.PrevKV

@@ -62,7 +62,7 @@ var _ = Describe("a manager on a secured etcd", func() {
 	It("fails Start at once, naming the prefix, when a controller may not read what it watches", func(ctx SpecContext) {
 		Expect(c.AddUser(ctx, "ctl", "pw", etcdtest.ReadWrite("/etcdkit/jobs/"))).To(Succeed())
 		mgr := userManager("ctl", nil)
-		Expect(manager.NewControllerManagedBy(mgr).Named("jobs").Watches(source.Prefix("/jobs/")).
+		Expect(manager.NewControllerManagedBy(mgr).Named("jobs").For(source.Prefix("/jobs/")).
 			Complete(reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
 				return reconcile.Result{}, nil
 			}))).To(Succeed())

@@ -97,7 +97,7 @@ var _ = Describe("a sharded manager", func() {
 		})
 		Expect(err).NotTo(HaveOccurred())
 		err = manager.NewControllerManagedBy(mgr).Named("items").
-			Watches(source.Prefix("/items/")).
+			For(source.Prefix("/items/")).
 			WithOptions(reconcile.Options{MaxConcurrentReconciles: 4}).
 			Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 				if hook != nil {
@@ -315,7 +315,7 @@ var _ = Describe("a sharded manager", func() {
 		Expect(err).To(MatchError(ContainSubstring("got 4097")))
 		plain, err := manager.New(manager.Options{Client: mc, Name: "y"})
 		Expect(err).NotTo(HaveOccurred())
-		err = manager.NewControllerManagedBy(plain).Named("c").Watches(source.Prefix("/items/")).
+		err = manager.NewControllerManagedBy(plain).Named("c").For(source.Prefix("/items/")).
 			ShardKey(func(k string) string { return k }).
 			Complete(reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) { return reconcile.Result{}, nil }))
 		Expect(err).To(MatchError(ContainSubstring("ShardKey needs a manager with Sharding")))
@@ -398,7 +398,7 @@ var _ = Describe("a sharded manager", func() {
 			mgr, err := manager.New(manager.Options{Client: mc, Name: "mixed", ID: id, LeaseTTL: 2 * time.Second, Sharding: &manager.ShardingOptions{Shards: 4}})
 			Expect(err).NotTo(HaveOccurred())
 			err = manager.NewControllerManagedBy(mgr).Named("global").LeaderOnly().
-				Watches(source.Prefix("/global/")).
+				For(source.Prefix("/global/")).
 				Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 					_, sharded := manager.ShardFrom(ctx)
 					_, fenced := fence.From(ctx)

@@ -29,7 +29,7 @@ var _ = Describe("deletes with their last state", func() {
 			mgr, err := manager.New(manager.Options{Client: cli, Name: "tombs", ID: id, LeaseTTL: 2 * time.Second})
 			Expect(err).NotTo(HaveOccurred())
 			ctrl, err := manager.NewControllerManagedBy(mgr).Named("jobs").
-				Watches(source.Prefix("/jobs/")).
+				For(source.Prefix("/jobs/")).
 				Build(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 					t, ok := reconcile.TombstoneFrom(ctx)
 					if !ok {

@@ -90,7 +90,7 @@ func BenchmarkFencedUpdateController(b *testing.B) {
 		failed   atomic.Pointer[error]
 	)
 	err = manager.NewControllerManagedBy(mgr).Named("fenced").
-		Watches(source.Prefix(in)).
+		For(source.Prefix(in)).
 		WithOptions(reconcile.Options{MaxConcurrentReconciles: workers}).
 		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 			if _, ok := fence.From(ctx); !ok {

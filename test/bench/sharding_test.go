@@ -75,7 +75,7 @@ func (sc *shardScenario) start(b *testing.B, id string) *shardMember {
 		r = sc.reconciler(id)
 	}
 	err = manager.NewControllerManagedBy(mgr).Named("items").
-		Watches(source.Prefix(sc.items)).
+		For(source.Prefix(sc.items)).
 		WithOptions(reconcile.Options{MaxConcurrentReconciles: 1}).
 		Complete(r)
 	if err != nil {

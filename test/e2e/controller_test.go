@@ -85,7 +85,7 @@ var _ = Describe("a controller under load and faults", func() {
 		mgr, err := manager.New(manager.Options{Client: c.Client(), Name: "load", DisableLeaderElection: true})
 		Expect(err).NotTo(HaveOccurred())
 		seen := &lastSeen{v: map[string]string{}}
-		err = manager.NewControllerManagedBy(mgr).Named("load").Watches(source.Prefix("/load/")).
+		err = manager.NewControllerManagedBy(mgr).Named("load").For(source.Prefix("/load/")).
 			WithOptions(reconcile.Options{MaxConcurrentReconciles: 8}).Complete(cacheRecorder(seen, mgr.GetCache()))
 		Expect(err).NotTo(HaveOccurred())
 
@@ -135,7 +135,7 @@ var _ = Describe("a controller under load and faults", func() {
 		mgr, err := manager.New(manager.Options{Client: ctrlCli, Name: "faults", DisableLeaderElection: true})
 		Expect(err).NotTo(HaveOccurred())
 		seen := &lastSeen{v: map[string]string{}}
-		err = manager.NewControllerManagedBy(mgr).Named("faults").Watches(source.Prefix("/f/")).
+		err = manager.NewControllerManagedBy(mgr).Named("faults").For(source.Prefix("/f/")).
 			WithOptions(reconcile.Options{MaxConcurrentReconciles: 4}).Complete(cacheRecorder(seen, mgr.GetCache()))
 		Expect(err).NotTo(HaveOccurred())
 		var touched []string
@@ -210,7 +210,7 @@ var _ = Describe("a controller under load and faults", func() {
 			_, err = counters.Update(ctx, req.Key, &obj.Value, obj.ModRevision) // the writer below races it
 			return reconcile.Result{}, err
 		})
-		Expect(manager.NewControllerManagedBy(mgr).Named("conflicts").Watches(source.Prefix("/n/")).
+		Expect(manager.NewControllerManagedBy(mgr).Named("conflicts").For(source.Prefix("/n/")).
 			WithOptions(reconcile.Options{MaxConcurrentReconciles: 2}).Complete(r)).To(Succeed())
 		stop := runManager(mgr)
 		defer stop()

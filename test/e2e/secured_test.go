@@ -73,7 +73,7 @@ var secRoles = []secRow{
 	{"`manager.New` with `DisableLeaderElection`", []secExample{
 		{"", nil, checkPlainManager},
 	}},
-	{"a controller's `Watches(source.Prefix(p))`", []secExample{
+	{"a controller's `For(source.Prefix(p))`", []secExample{
 		{"jobs-controller", []etcdtest.Perm{etcdtest.Read("/jobs/")}, checkController("/jobs/")},
 		{"orders-controller", []etcdtest.Perm{etcdtest.Read("/orders/")}, checkController("/orders/")},
 	}},
@@ -258,7 +258,7 @@ func checkController(prefix string) secCheck {
 		mgr := secManager(cli, manager.Options{Name: "ctl", DisableLeaderElection: true})
 		var mu sync.Mutex
 		seen := map[string]bool{}
-		Expect(manager.NewControllerManagedBy(mgr).Named("ctl").Watches(source.Prefix(prefix)).
+		Expect(manager.NewControllerManagedBy(mgr).Named("ctl").For(source.Prefix(prefix)).
 			Complete(reconcile.Func(func(_ context.Context, req reconcile.Request) (reconcile.Result, error) {
 				mu.Lock()
 				seen[req.Key] = true
@@ -632,7 +632,7 @@ func controllerProcess(cli *clientv3.Client, name, watchPrefix, statusPrefix str
 	}
 	mgr := secManager(cli, opts)
 	w := newStatusWriter(cli, watchPrefix, statusPrefix, sharded)
-	Expect(manager.NewControllerManagedBy(mgr).Named(name).Watches(source.Prefix(watchPrefix)).Complete(w)).To(Succeed())
+	Expect(manager.NewControllerManagedBy(mgr).Named(name).For(source.Prefix(watchPrefix)).Complete(w)).To(Succeed())
 	return mgr, w
 }
 

@@ -75,7 +75,7 @@ var _ = Describe("every component with auth tokens that expire", func() {
 		mgr, err := manager.New(manager.Options{Client: cli, Name: "tokens", LeaseTTL: 2 * time.Second, GracefulShutdownTimeout: 5 * time.Second})
 		Expect(err).NotTo(HaveOccurred())
 		seen := &lastSeen{v: map[string]string{}}
-		Expect(manager.NewControllerManagedBy(mgr).Named("jobs").Watches(source.Prefix("/jobs/")).
+		Expect(manager.NewControllerManagedBy(mgr).Named("jobs").For(source.Prefix("/jobs/")).
 			Complete(reconcile.Func(func(_ context.Context, req reconcile.Request) (reconcile.Result, error) {
 				seen.set(req.Key, "seen")
 				return reconcile.Result{}, nil

@@ -77,7 +77,7 @@ func runMember() int {
 		return fail(err)
 	}
 	err = manager.NewControllerManagedBy(mgr).Named("parents").
-		Watches(source.Prefix(parentsPrefix)).
+		For(source.Prefix(parentsPrefix)).
 		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 			p, err := parents.Cached(req.Key)
 			switch {

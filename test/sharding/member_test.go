@@ -134,7 +134,7 @@ func runMember() int {
 		return fail(err)
 	}
 	err = manager.NewControllerManagedBy(mgr).Named("items").
-		Watches(source.Prefix(itemsPrefix)).
+		For(source.Prefix(itemsPrefix)).
 		WithOptions(reconcile.Options{MaxConcurrentReconciles: 4}).
 		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 			return reconcileItem(ctx, id, cli, out, hist, req)

@@ -85,11 +85,7 @@ func NewRegistry(client *clientv3.Client, prefix string, opts Options) (*Registr
 	if p == "" {
 		return nil, fmt.Errorf("discovery: prefix must name a key prefix other than the root, got %q", prefix)
 	}
-	ttl := opts.TTL
-	if ttl == 0 {
-		ttl = DefaultTTL
-	}
-	ttlSec, err := lease.CheckTTL("discovery: TTL", ttl, MinTTL)
+	ttl, ttlSec, err := lease.CheckTTL("discovery: TTL", opts.TTL, DefaultTTL, MinTTL)
 	if err != nil {
 		return nil, err
 	}

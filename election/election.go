@@ -118,11 +118,7 @@ func New(client *clientv3.Client, prefix string, opts Options) (*Election, error
 	if !validID(id) {
 		return nil, fmt.Errorf("election: ID must not hold '/' or white space, got %q", id)
 	}
-	ttl := opts.TTL
-	if ttl == 0 {
-		ttl = DefaultTTL
-	}
-	ttlSec, err := lease.CheckTTL("election: TTL", ttl, MinTTL)
+	ttl, ttlSec, err := lease.CheckTTL("election: TTL", opts.TTL, DefaultTTL, MinTTL)
 	if err != nil {
 		return nil, err
 	}

@@ -56,11 +56,8 @@ type Options struct {
 
 // ttlSeconds validates o.TTL and returns the session TTL in seconds, as etcd grants it.
 func (o Options) ttlSeconds() (int, error) {
-	ttl := o.TTL
-	if ttl == 0 {
-		ttl = DefaultTTL
-	}
-	return lease.CheckTTL("lock: TTL", ttl, MinTTL)
+	_, seconds, err := lease.CheckTTL("lock: TTL", o.TTL, DefaultTTL, MinTTL)
+	return seconds, err
 }
 
 // Lock is a distributed mutual-exclusion lock on one etcd key. Processes (and Lock values)

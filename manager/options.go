@@ -96,10 +96,8 @@ func (o *Options) setDefaults() error {
 	if o.Client == nil && len(o.Endpoints) == 0 {
 		return errors.New("manager: give a Client or Endpoints")
 	}
-	if o.LeaseTTL == 0 {
-		o.LeaseTTL = DefaultLeaseTTL
-	}
-	if _, err := lease.CheckTTL("manager: LeaseTTL", o.LeaseTTL, MinLeaseTTL); err != nil {
+	var err error
+	if o.LeaseTTL, _, err = lease.CheckTTL("manager: LeaseTTL", o.LeaseTTL, DefaultLeaseTTL, MinLeaseTTL); err != nil {
 		return err
 	}
 	if o.ID == "" {

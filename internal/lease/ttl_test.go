@@ -19,11 +19,11 @@ func TestCheckTTL(t *testing.T) {
 		{ttl: 1500 * time.Millisecond, err: "x: TTL must be a whole number of seconds (etcd leases count seconds), got 1.5s"},
 		{ttl: 2*time.Second + time.Nanosecond, err: "x: TTL must be a whole number of seconds (etcd leases count seconds), got 2.000000001s"},
 		{ttl: time.Second, err: "x: TTL must be at least 2s, got 1s"},
-		{ttl: 0, err: "x: TTL must be at least 2s, got 0s"},
+		{ttl: 0, seconds: 10}, // the default
 		{ttl: -5 * time.Second, err: "x: TTL must be at least 2s, got -5s"},
 		{ttl: lease.MaxTTL + time.Second, err: "x: TTL must be at most 2500000h0m0s (etcd's longest lease), got 2500000h0m1s"},
 	} {
-		seconds, err := lease.CheckTTL("x: TTL", tc.ttl, 2*time.Second)
+		_, seconds, err := lease.CheckTTL("x: TTL", tc.ttl, 10*time.Second, 2*time.Second)
 		switch {
 		case tc.err == "" && err != nil:
 			t.Errorf("CheckTTL(%s): %v", tc.ttl, err)

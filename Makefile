@@ -17,6 +17,7 @@ all: build
 
 build:
 	$(GO) build -o $(BIN)/examples ./examples
+	$(GO) build -o $(BIN)/etcdkit ./cmd/etcdkit
 
 # The go command's cache makes these cheap when nothing changed.
 etcd:

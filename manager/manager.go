@@ -109,6 +109,7 @@ func New(opts Options) (*Manager, error) {
 			m.closeClient()
 			return nil, err
 		}
+		m.metrics.Shards.Set(float64(m.opts.Sharding.Shards))
 	}
 	return m, nil
 }

@@ -183,7 +183,7 @@ func (c *Controller) configure(s gate.Setup) error {
 func (c *Controller) useMetrics(m *metrics.Registry) {
 	c.m = m
 	c.queue = workqueue.New(workqueue.Options[string]{RateLimiter: c.opts.RateLimiter}, m.Queue(c.name))
-	m.MaxConcurrentReconciles.WithLabelValues(c.name).Set(float64(c.opts.MaxConcurrentReconciles))
+	m.Controller(c.name, c.opts.MaxConcurrentReconciles)
 }
 
 // Name returns the controller's name.

@@ -94,6 +94,7 @@ var _ = Describe("tombstones", func() {
 		})
 		c, _, stop := start(cli, "/f/", reconcile.Options{Name: "follower", TombstoneTTL: time.Hour}, r, gate.Setup{Gate: g})
 		defer stop()
+		Eventually(c.HasSynced).Should(BeTrue()) // the key's put and delete come after the initial list
 		_, err := cli.Put(ctx, "/f/a", "owned-elsewhere")
 		Expect(err).NotTo(HaveOccurred())
 		_, err = cli.Delete(ctx, "/f/a")
@@ -114,6 +115,7 @@ var _ = Describe("tombstones", func() {
 		g := gateFunc(func(ctx context.Context, key string) (context.Context, func(), bool) { return ctx, nil, false })
 		c, _, stop := start(cli, "/x/", reconcile.Options{Name: "expiry", TombstoneTTL: time.Minute}, nothing, gate.Setup{Gate: g})
 		defer stop()
+		Eventually(c.HasSynced).Should(BeTrue()) // the keys' puts and deletes come after the initial list
 		var mu sync.Mutex
 		now := time.Now()
 		reconcile.SetClock(c, func() time.Time { mu.Lock(); defer mu.Unlock(); return now })

@@ -27,6 +27,7 @@ type Registry struct {
 	QueueRetries  *prometheus.CounterVec
 
 	Leader        prometheus.Gauge
+	Shards        prometheus.Gauge
 	ShardsOwned   prometheus.Gauge
 	ShardHandoffs prometheus.Counter
 	FencedWrites  *prometheus.CounterVec
@@ -99,6 +100,10 @@ func New(reg prometheus.Registerer) (*Registry, error) {
 			Name: "etcdkit_leader",
 			Help: "1 while this manager is the elected leader, else 0",
 		}),
+		Shards: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "etcdkit_shards",
+			Help: "Number of shards a sharded manager's keys are spread over (0 without sharding)",
+		}),
 		ShardsOwned: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "etcdkit_shards_owned",
 			Help: "Number of shards this manager owns",
@@ -117,7 +122,7 @@ func New(reg prometheus.Registerer) (*Registry, error) {
 	for _, c := range []prometheus.Collector{
 		r.ReconcileTotal, r.ReconcileErrors, r.TerminalReconcileErrors, r.ReconcilePanics, r.ReconcileTime,
 		r.MaxConcurrentReconciles, r.ActiveWorkers, r.QueueDepth, r.QueueAdds, r.QueueLatency, r.QueueWorkTime,
-		r.QueueRetries, r.Leader, r.ShardsOwned, r.ShardHandoffs, r.FencedWrites, r.Relists,
+		r.QueueRetries, r.Leader, r.Shards, r.ShardsOwned, r.ShardHandoffs, r.FencedWrites, r.Relists,
 		r.Refusals,
 	} {
 		if err := reg.Register(c); err != nil {
@@ -125,6 +130,21 @@ func New(reg prometheus.Registerer) (*Registry, error) {
 		}
 	}
 	return r, nil
+}
+
+// Controller creates every series of a controller, at zero, so that each exists before
+// its first event (an increase() over a counter that appears at 1 misses that event).
+func (r *Registry) Controller(name string, workers int) {
+	for _, result := range []string{"success", "error", "requeue", "requeue_after"} {
+		r.ReconcileTotal.WithLabelValues(name, result)
+	}
+	r.ReconcileErrors.WithLabelValues(name)
+	r.TerminalReconcileErrors.WithLabelValues(name)
+	r.ReconcilePanics.WithLabelValues(name)
+	r.ReconcileTime.WithLabelValues(name)
+	r.ActiveWorkers.WithLabelValues(name)
+	r.FencedWrites.WithLabelValues(name)
+	r.MaxConcurrentReconciles.WithLabelValues(name).Set(float64(workers))
 }
 
 // Queue returns the work queue metrics of one controller's queue.

@@ -47,6 +47,9 @@ func EtcdBinary(ctx context.Context) (string, error) {
 		cache = os.TempDir()
 	}
 	name := fmt.Sprintf("etcd-%s-%s-%s-%s", serverVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	if runtime.GOOS == "windows" {
+		name += ".exe" // os/exec runs only a file with an executable extension there
+	}
 	path := filepath.Join(cache, "etcdkit", name)
 	if _, err := os.Stat(path); err == nil {
 		binaryOnce.path = path

@@ -367,10 +367,12 @@ func (c *Cluster) Kill(i int) error {
 }
 
 // Pause stops member i with SIGSTOP: it keeps its sockets but answers nothing until Resume.
-// Process clusters only.
+// Process clusters only, on unix: elsewhere (windows) it returns an error that names the
+// platform and wraps errors.ErrUnsupported.
 func (c *Cluster) Pause(i int) error { return c.setPaused(i, true) }
 
-// Resume continues a paused member i with SIGCONT. Process clusters only.
+// Resume continues a paused member i with SIGCONT. Process clusters only, on unix (see
+// Pause).
 func (c *Cluster) Resume(i int) error { return c.setPaused(i, false) }
 
 func (c *Cluster) setPaused(i int, pause bool) error {
@@ -432,7 +434,8 @@ func (c *Cluster) Restart(ctx context.Context, i int) error {
 	return c.waitServing(ctx, m)
 }
 
-// Stop stops member i gracefully; Restart starts it again.
+// Stop stops member i gracefully (a process member with SIGTERM; on windows, which has no
+// SIGTERM, it is killed, its data kept); Restart starts it again.
 func (c *Cluster) Stop(i int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -17,7 +17,9 @@
 // StartProcesses runs each member as its own etcd process. The binary is built from
 // go.etcd.io/etcd/server/v3/etcdmain at the version the calling module requires (see
 // EtcdBinary; nothing is downloaded) and cached between runs. Such a cluster can Kill, Pause,
-// Resume and Restart a member, and report which member leads.
+// Resume and Restart a member, and report which member leads. Pause and Resume send SIGSTOP
+// and SIGCONT, so they work on unix only: on windows they return an error that names the
+// platform (wrapping errors.ErrUnsupported), and a graceful Stop there kills the process.
 //
 // Every member listens on free loopback ports, keeps its data in a temporary directory that
 // Close removes, and runs with fsync off: this etcd is for tests, not for data.

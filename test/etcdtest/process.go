@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"syscall"
 	"time"
 )
 
@@ -95,9 +94,9 @@ func (processes) stop(m *member, kill bool) error {
 		return nil // it had exited already
 	default:
 	}
-	sig := syscall.SIGTERM
+	sig := stopSignal
 	if kill {
-		sig = syscall.SIGKILL
+		sig = os.Kill
 	}
 	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return err
@@ -116,9 +115,9 @@ func (processes) signal(m *member, pause bool) error {
 	if !ok {
 		return fmt.Errorf("etcdtest: member %s does not run", m.name)
 	}
-	sig := syscall.SIGCONT
-	if pause {
-		sig = syscall.SIGSTOP
+	sig, err := pauseSignal(pause)
+	if err != nil {
+		return err
 	}
 	return p.cmd.Process.Signal(sig)
 }

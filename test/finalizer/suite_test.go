@@ -1,8 +1,5 @@
 //go:build unix
 
-// Package finalizer_test runs a controller that cleans up through store finalizers in
-// processes of their own, and checks that no cleanup is missed when every replica is down
-// at the time of a delete, or when the replica doing the cleanup is killed in the middle.
 package finalizer_test
 
 import (

@@ -30,13 +30,16 @@ import (
 // round is timed from the first Put of its input keys until its N updates were accepted,
 // so it includes the watch that brings the inputs to it; in the raw round the inputs go to
 // a prefix no one watches, beside the writers, which know their keys from the start, and
-// the round ends when both are done. Rounds alternate which goes first.
+// the round ends when both are done. A third side, hand, is a hand-written controller: a
+// watch of its inputs feeds 8 writers the keys as their puts arrive (x-hand). Rounds rotate
+// which goes first.
 func BenchmarkFencedUpdateController(b *testing.B) {
 	const keys, workers = 5000, 8
 	ctx := context.Background()
 	run := fmt.Sprint(time.Now().UnixNano())
 	base := "/bench/fenced/" + run + "/"
 	in, out, rawIn, rawOut := base+"in/", base+"out/", base+"rawin/", base+"raw/"
+	handIn, handOut := base+"handin/", base+"hand/"
 	cli := newClient(b)
 
 	names := make([]string, keys)
@@ -64,7 +67,7 @@ func BenchmarkFencedUpdateController(b *testing.B) {
 		}
 		return revs
 	}
-	ourRevs, rawRevs := createOut(out), createOut(rawOut)
+	ourRevs, rawRevs, handRevs := createOut(out), createOut(rawOut), createOut(handOut)
 
 	mcli, err := cluster.NewClient()
 	if err != nil {
@@ -176,6 +179,22 @@ func BenchmarkFencedUpdateController(b *testing.B) {
 			return 0
 		}
 	}
+	// rawUpdate makes the fenced, guarded transaction of one key under prefix.
+	rawUpdate := func(prefix, name string, revs map[string]*atomic.Int64, round int) error {
+		k, rev := prefix+name, revs[name]
+		data, _ := json.Marshal(benchObject{Phase: "Running", Count: round})
+		resp, err := cli.Txn(ctx).If(term.Guard).Then(clientv3.OpTxn(
+			[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(k), "=", rev.Load())},
+			[]clientv3.Op{clientv3.OpPut(k, string(data), clientv3.WithPrevKV())}, nil)).Commit()
+		if err == nil && !(resp.Succeeded && resp.Responses[0].GetResponseTxn().Succeeded) {
+			err = fmt.Errorf("raw txn on %s not applied: %v", k, resp)
+		}
+		if err != nil {
+			return err
+		}
+		rev.Store(resp.Header.Revision)
+		return nil
+	}
 	// raw makes the same fenced, guarded transactions from 8 goroutines, each taking the
 	// next key, while the same input puts go to an unwatched prefix.
 	raw := func(round int) time.Duration {
@@ -199,19 +218,10 @@ func BenchmarkFencedUpdateController(b *testing.B) {
 					if i >= keys {
 						return
 					}
-					k, rev := rawOut+names[i], rawRevs[names[i]]
-					data, _ := json.Marshal(benchObject{Phase: "Running", Count: round})
-					resp, err := cli.Txn(ctx).If(term.Guard).Then(clientv3.OpTxn(
-						[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(k), "=", rev.Load())},
-						[]clientv3.Op{clientv3.OpPut(k, string(data), clientv3.WithPrevKV())}, nil)).Commit()
-					if err == nil && !(resp.Succeeded && resp.Responses[0].GetResponseTxn().Succeeded) {
-						err = fmt.Errorf("raw txn on %s not applied: %v", k, resp)
-					}
-					if err != nil {
+					if err := rawUpdate(rawOut, names[i], rawRevs, round); err != nil {
 						rawFailed.Store(&err)
 						return
 					}
-					rev.Store(resp.Header.Revision)
 				}
 			}()
 		}
@@ -222,15 +232,76 @@ func BenchmarkFencedUpdateController(b *testing.B) {
 		}
 		return d
 	}
+	// hand is the same as a hand-written controller: a watch of the inputs (opened at the
+	// revision before the puts, so that it misses none) feeds 8 writers, which make the raw
+	// transactions for the keys as their puts arrive.
+	hand := func(round int) time.Duration {
+		now, err := cli.Get(ctx, handIn, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			b.Fatal(err)
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		wch := cli.Watch(wctx, handIn, clientv3.WithPrefix(), clientv3.WithRev(now.Header.Revision+1))
+		work := make(chan string, keys)
+		var wg sync.WaitGroup
+		var handFailed atomic.Pointer[error]
+		t0 := time.Now()
+		wg.Add(2)
+		go func() { // the input puts; ends when they are written
+			defer wg.Done()
+			if err := putInputs(handIn, round); err != nil {
+				handFailed.Store(&err)
+			}
+		}()
+		go func() { // the watch's reader; ends after the round's events, or when the watch does
+			defer wg.Done()
+			defer close(work)
+			n := 0
+			for resp := range wch {
+				for _, ev := range resp.Events {
+					work <- strings.TrimPrefix(string(ev.Kv.Key), handIn)
+					if n++; n == keys {
+						return
+					}
+				}
+			}
+		}()
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() { // a writer; ends when the watch's reader does
+				defer wg.Done()
+				for name := range work {
+					if err := rawUpdate(handOut, name, handRevs, round); err != nil {
+						handFailed.Store(&err)
+						cancel()
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		d := time.Since(t0)
+		if err := handFailed.Load(); err != nil {
+			b.Fatal(*err)
+		}
+		return d
+	}
 
-	var oursTotal, rawTotal time.Duration
+	var oursTotal, rawTotal, handTotal time.Duration
 	rounds := max(b.N, 6)
 	b.ResetTimer()
 	for r := 0; r < rounds; r++ {
-		if r%2 == 0 {
+		switch r % 3 { // which goes first rotates
+		case 0:
 			rawTotal += raw(r)
+			handTotal += hand(r)
 			oursTotal += ours(r)
-		} else {
+		case 1:
+			oursTotal += ours(r)
+			rawTotal += raw(r)
+			handTotal += hand(r)
+		default:
+			handTotal += hand(r)
 			oursTotal += ours(r)
 			rawTotal += raw(r)
 		}
@@ -243,5 +314,8 @@ func BenchmarkFencedUpdateController(b *testing.B) {
 	rawRate := float64(rounds*keys) / rawTotal.Seconds()
 	b.ReportMetric(oursRate, "keys/s")
 	b.ReportMetric(rawRate, "raw-keys/s")
+	handRate := float64(rounds*keys) / handTotal.Seconds()
 	b.ReportMetric(oursRate/rawRate, "x-raw")
+	b.ReportMetric(handRate, "hand-keys/s")
+	b.ReportMetric(oursRate/handRate, "x-hand")
 }

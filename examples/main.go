@@ -38,15 +38,10 @@ func main() {
 
 // flags are the runner's command line: the guide's flags plus etcdctl's connection flags.
 type flags struct {
-	example     string
-	nodeID      string
-	endpoints   string
-	cacert      string
-	cert        string
-	key         string
-	user        string
-	dialTimeout time.Duration
-	verbose     bool
+	example string
+	nodeID  string
+	conn    etcdutil.ConnFlags
+	verbose bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (flags, error) {
@@ -55,12 +50,7 @@ func parseFlags(args []string, stderr io.Writer) (flags, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&f.example, "example", "all", "which example to run: all, "+strings.Join(exampleNames(), ", "))
 	fs.StringVar(&f.nodeID, "node-id", defaultNodeID(), "this node's id, for the election and ha examples")
-	fs.StringVar(&f.endpoints, "endpoints", "", "comma-separated etcd endpoints; empty starts an embedded etcd in a temporary directory")
-	fs.StringVar(&f.cacert, "cacert", "", "verify the server's certificate with this CA bundle")
-	fs.StringVar(&f.cert, "cert", "", "identify to etcd with this TLS client certificate")
-	fs.StringVar(&f.key, "key", "", "the TLS client certificate's key")
-	fs.StringVar(&f.user, "user", "", "authenticate as user:password")
-	fs.DurationVar(&f.dialTimeout, "dial-timeout", 2*time.Second, "how long to wait for etcd to answer")
+	f.conn.Register(fs, "", "comma-separated etcd endpoints; empty starts an embedded etcd in a temporary directory")
 	fs.BoolVar(&f.verbose, "v", false, "log at debug level")
 	if err := fs.Parse(args); err != nil {
 		return f, err
@@ -68,14 +58,7 @@ func parseFlags(args []string, stderr io.Writer) (flags, error) {
 	if fs.NArg() > 0 {
 		return f, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
-	if f.dialTimeout <= 0 {
-		return f, fmt.Errorf("--dial-timeout must be positive, got %s", f.dialTimeout)
-	}
-	if f.user != "" && !strings.Contains(f.user, ":") {
-		// The value is not echoed: it may be a password.
-		return f, errors.New("--user must be given as user:password (the value given has no colon)")
-	}
-	return f, nil
+	return f, f.conn.Check()
 }
 
 func defaultNodeID() string {
@@ -144,7 +127,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // multi-node demo has its own), and a cleanup that closes the client and stops the
 // embedded etcd. What is unsafe in the flags (a password in plain text) goes to stderr.
 func connect(ctx context.Context, f flags, stdout, stderr io.Writer, log logr.Logger) (*clientv3.Client, func() (*clientv3.Client, error), func(), error) {
-	if f.endpoints == "" {
+	if f.conn.Endpoints == "" {
 		fmt.Fprintln(stdout, "starting an embedded etcd in a temporary directory (give --endpoints to use your own)")
 		c, err := etcdtest.Start(ctx)
 		if err != nil {
@@ -153,16 +136,7 @@ func connect(ctx context.Context, f flags, stdout, stderr io.Writer, log logr.Lo
 		log.V(1).Info("embedded etcd ready", "endpoints", c.Endpoints())
 		return c.Client(), c.NewClient, func() { _ = c.Close() }, nil
 	}
-	cc := etcdutil.ConnectConfig{
-		Endpoints:   strings.Split(f.endpoints, ","),
-		CACert:      f.cacert,
-		Cert:        f.cert,
-		Key:         f.key,
-		DialTimeout: f.dialTimeout,
-	}
-	if f.user != "" {
-		cc.Username, cc.Password, _ = strings.Cut(f.user, ":")
-	}
+	cc := f.conn.Config()
 	for _, w := range cc.Warnings() {
 		fmt.Fprintf(stderr, "examples: warning: %s\n", w)
 	}

@@ -83,7 +83,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "etcdkit: %v\nRun 'etcdkit -h' for usage.\n", err)
 		return exitUsage
 	}
-	cc := opts.connectConfig()
+	cc := opts.conn.Config()
 	for _, w := range cc.Warnings() {
 		fmt.Fprintf(stderr, "etcdkit: warning: %s\n", w)
 	}
@@ -107,12 +107,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // options are the command line.
 type options struct {
-	endpoints      string
-	cacert         string
-	cert           string
-	key            string
-	user           string
-	dialTimeout    time.Duration
+	conn           etcdutil.ConnFlags
 	commandTimeout time.Duration
 	output         string
 
@@ -130,12 +125,7 @@ var statusFlags = []string{"root", "members", "member-timeout"}
 func newFlagSet(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("etcdkit", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are reported by run, in one line
-	fs.StringVar(&o.endpoints, "endpoints", "127.0.0.1:2379", "comma-separated etcd endpoints")
-	fs.StringVar(&o.cacert, "cacert", "", "verify the server's certificate with this CA bundle")
-	fs.StringVar(&o.cert, "cert", "", "identify to etcd with this TLS client certificate")
-	fs.StringVar(&o.key, "key", "", "the TLS client certificate's key")
-	fs.StringVar(&o.user, "user", "", "authenticate as user:password")
-	fs.DurationVar(&o.dialTimeout, "dial-timeout", 2*time.Second, "how long to wait for etcd to answer when connecting")
+	o.conn.Register(fs, "127.0.0.1:2379", "comma-separated etcd endpoints")
 	fs.DurationVar(&o.commandTimeout, "command-timeout", 5*time.Second, "how long the reads may take once connected")
 	fs.StringVar(&o.output, "o", "table", "output format: table or json")
 	fs.StringVar(&o.root, "root", "", "status: the manager's root prefix (default /etcdkit/NAME/)")
@@ -204,34 +194,18 @@ func parseArgs(args []string) (options, command, error) {
 	for _, d := range []struct {
 		flag string
 		v    time.Duration
-	}{{"--dial-timeout", o.dialTimeout}, {"--command-timeout", o.commandTimeout}, {"--member-timeout", o.memberTimeout}} {
+	}{{"--command-timeout", o.commandTimeout}, {"--member-timeout", o.memberTimeout}} {
 		if d.v <= 0 {
 			return o, cmd, usagef("%s must be positive, got %s", d.flag, d.v)
 		}
 	}
-	if o.user != "" && !strings.Contains(o.user, ":") {
-		// The value is not echoed: it may be a password.
-		return o, cmd, usagef("--user must be given as user:password (the value given has no colon)")
+	if err := o.conn.Check(); err != nil {
+		return o, cmd, usagef("%s", err)
 	}
-	if strings.TrimSpace(o.endpoints) == "" {
+	if len(o.conn.Config().Endpoints) == 0 {
 		return o, cmd, usagef("--endpoints must name at least one etcd endpoint")
 	}
 	return o, cmd, nil
-}
-
-// connectConfig is the connection the flags ask for, in etcdutil's terms.
-func (o options) connectConfig() etcdutil.ConnectConfig {
-	var eps []string
-	for _, ep := range strings.Split(o.endpoints, ",") {
-		eps = append(eps, strings.TrimSpace(ep))
-	}
-	cc := etcdutil.ConnectConfig{
-		Endpoints: eps, CACert: o.cacert, Cert: o.cert, Key: o.key, DialTimeout: o.dialTimeout,
-	}
-	if o.user != "" {
-		cc.Username, cc.Password, _ = strings.Cut(o.user, ":")
-	}
-	return cc
 }
 
 func commandNames() string {

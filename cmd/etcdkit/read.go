@@ -32,7 +32,7 @@ func (e *env) readError(ctx context.Context, prefix string, err error) error {
 	switch {
 	case isPermissionDenied(err):
 		who := "the etcd user"
-		if name, _, _ := strings.Cut(e.opts.user, ":"); name != "" {
+		if name, _, _ := strings.Cut(e.opts.conn.User, ":"); name != "" {
 			who = fmt.Sprintf("etcd user %q", name)
 		}
 		return fmt.Errorf("permission denied reading %s: %s may not read that prefix (grant it a role with read permission on %s)", prefix, who, prefix)

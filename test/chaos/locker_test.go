@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -56,21 +55,11 @@ const (
 // runLocker is a lock holder: until SIGTERM it takes the lock, increments the counter a
 // few times under it, and unlocks.
 func runLocker() int {
-	env := readProcEnv()
-	fail := func(err error) int {
-		fmt.Fprintf(os.Stderr, "locker %s: %v\n", env.id, err)
-		return 1
-	}
-	hist, err := openHistory(env.history)
+	env, hist, cli, fail, closeAll, err := startProc("locker")
 	if err != nil {
 		return fail(err)
 	}
-	defer hist.close()
-	cli, err := newClient(env.endpoints)
-	if err != nil {
-		return fail(err)
-	}
-	defer cli.Close()
+	defer closeAll()
 	l, err := lock.New(cli, lockKey, lock.Options{TTL: ttl, Logger: newLogger(env.id)})
 	if err != nil {
 		return fail(err)

@@ -70,6 +70,26 @@ func readProcEnv() procEnv {
 
 // newClient dials etcd as a workload does. Keep-alive pings let it leave a member that
 // stopped answering (paused) for another.
+// startProc is what every workload process does first: it reads its environment, opens its
+// history file and a client of etcd. fail reports an error on stderr, naming the process;
+// closeAll closes what was opened.
+func startProc(kind string) (env procEnv, hist *historyFile, cli *clientv3.Client, fail func(error) int, closeAll func(), err error) {
+	env = readProcEnv()
+	fail = func(err error) int {
+		fmt.Fprintf(os.Stderr, "%s %s: %v\n", kind, env.id, err)
+		return 1
+	}
+	closeAll = func() {}
+	if hist, err = openHistory(env.history); err != nil {
+		return env, nil, nil, fail, closeAll, err
+	}
+	if cli, err = newClient(env.endpoints); err != nil {
+		hist.close()
+		return env, nil, nil, fail, closeAll, err
+	}
+	return env, hist, cli, fail, func() { _ = cli.Close(); hist.close() }, nil
+}
+
 func newClient(endpoints []string) (*clientv3.Client, error) {
 	return clientv3.New(clientv3.Config{
 		Endpoints:            endpoints,
@@ -89,21 +109,11 @@ func newLogger(id string) logr.Logger {
 // runMember is a controller member: a manager with Sharding whose controller copies every
 // item to its output, until SIGTERM (a graceful leave).
 func runMember() int {
-	env := readProcEnv()
-	fail := func(err error) int {
-		fmt.Fprintf(os.Stderr, "member %s: %v\n", env.id, err)
-		return 1
-	}
-	hist, err := openHistory(env.history)
+	env, hist, cli, fail, closeAll, err := startProc("member")
 	if err != nil {
 		return fail(err)
 	}
-	defer hist.close()
-	cli, err := newClient(env.endpoints)
-	if err != nil {
-		return fail(err)
-	}
-	defer cli.Close()
+	defer closeAll()
 	log := newLogger(env.id)
 	mgr, err := manager.New(manager.Options{
 		Client: cli, Name: managerName, ID: env.id, LeaseTTL: ttl,

@@ -57,6 +57,9 @@ func (r *replicaSetReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 			if err != nil {
 				return reconcile.Result{}, reconcile.TerminalError(err)
 			}
+			if last.Value.Deleting() {
+				return reconcile.Result{}, nil // deleted by the removal of its finalizer: its cleanup ran
+			}
 			r.say("replica set %s deleted outside the store (it asked for %d): deleting its pods", name, last.Value.Replicas)
 			_, err = r.deletePods(ctx, name, 0)
 			return reconcile.Result{}, err

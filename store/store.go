@@ -345,10 +345,6 @@ func (s *Store[T]) Mutate(ctx context.Context, key string, fn func(*T) error) (*
 			out = cur
 			return nil
 		}
-		if lc != nil && lc.Deleting() && len(lc.Finalizers) == 0 {
-			out = nil
-			return s.deleteAt(ctx, key, cur.ModRevision)
-		}
 		out, err = s.put(ctx, key, data, &cur.Value, clientv3.Compare(clientv3.ModRevision(key), "=", cur.ModRevision), cur.ModRevision)
 		return err
 	})
@@ -366,9 +362,8 @@ type fnError struct{ err error }
 
 func (e fnError) Error() string { return e.err.Error() }
 
-// write encodes value and puts it under cond.
-// For a type with finalizers, a value being deleted is never created, and one being
-// deleted with no finalizer left is deleted instead (a nil object).
+// write encodes value and puts it under cond. For a type with finalizers, a value being
+// deleted is never created (see put for one that is updated).
 func (s *Store[T]) write(ctx context.Context, key string, value *T, cond clientv3.Cmp, expected int64) (*Object[T], error) {
 	if err := s.checkKey(key); err != nil {
 		return nil, err
@@ -376,13 +371,8 @@ func (s *Store[T]) write(ctx context.Context, key string, value *T, cond clientv
 	if value == nil {
 		return nil, fmt.Errorf("store: writing %s: value must not be nil", key)
 	}
-	if lc := lifecycleOf(value); lc != nil && lc.Deleting() {
-		switch {
-		case expected == 0:
-			return nil, fmt.Errorf("store: creating %s: the value has DeletionRequested set: a new object cannot be being deleted", key)
-		case len(lc.Finalizers) == 0:
-			return nil, s.deleteAt(ctx, key, expected)
-		}
+	if lc := lifecycleOf(value); lc != nil && lc.Deleting() && expected == 0 {
+		return nil, fmt.Errorf("store: creating %s: the value has DeletionRequested set: a new object cannot be being deleted", key)
 	}
 	data, err := s.opts.Codec.Encode(value)
 	if err != nil {
@@ -391,8 +381,14 @@ func (s *Store[T]) write(ctx context.Context, key string, value *T, cond clientv
 	return s.put(ctx, key, data, value, cond, expected)
 }
 
-// put writes encoded data under cond and returns the object with its new metadata.
+// put writes encoded data under cond and returns the object with its new metadata. For a
+// type with finalizers, an update of an object being deleted that leaves no finalizer
+// deletes the key instead, under the same mod revision, and returns a nil object: Update
+// and Mutate share that rule here.
 func (s *Store[T]) put(ctx context.Context, key string, data []byte, value *T, cond clientv3.Cmp, expected int64) (*Object[T], error) {
+	if lc := lifecycleOf(value); lc != nil && lc.Deleting() && len(lc.Finalizers) == 0 && expected > 0 {
+		return nil, s.deleteAt(ctx, key, expected)
+	}
 	// The previous state, returned by the put itself, gives the new metadata without a
 	// second operation: same create revision, one more version, the write's revision, no
 	// lease (a put without one detaches the key from any).

@@ -2,15 +2,11 @@ package election
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 
 	"github.com/go-logr/logr"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -113,9 +109,9 @@ func New(client *clientv3.Client, prefix string, opts Options) (*Election, error
 	}
 	id := opts.ID
 	if id == "" {
-		id = defaultID()
+		id = etcdutil.DefaultID("candidate")
 	}
-	if !validID(id) {
+	if !etcdutil.ValidID(id) {
 		return nil, fmt.Errorf("election: ID must not hold '/' or white space, got %q", id)
 	}
 	ttl, ttlSec, err := lease.CheckTTL("election: TTL", opts.TTL, DefaultTTL, MinTTL)
@@ -142,23 +138,6 @@ func New(client *clientv3.Client, prefix string, opts Options) (*Election, error
 		changed:      make(chan struct{}),
 		closeDone:    make(chan struct{}),
 	}, nil
-}
-
-// validID reports whether id may be a candidate's ID: it holds no '/' and no white space.
-func validID(id string) bool {
-	return !strings.ContainsFunc(id, func(r rune) bool { return r == '/' || unicode.IsSpace(r) })
-}
-
-// defaultID is the ID of a candidate whose Options.ID is empty: the host name and a random
-// suffix, so that candidates on one host differ.
-func defaultID() string {
-	host, err := os.Hostname()
-	if err != nil || host == "" || !validID(host) {
-		host = "candidate"
-	}
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	return host + "-" + hex.EncodeToString(b[:])
 }
 
 // ID returns this candidate's id, the value of its key.

@@ -1,11 +1,8 @@
 package manager
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -14,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdkit/etcdkit/internal/etcdutil"
 	"github.com/etcdkit/etcdkit/internal/lease"
 )
 
@@ -101,9 +99,9 @@ func (o *Options) setDefaults() error {
 		return err
 	}
 	if o.ID == "" {
-		o.ID = defaultID()
+		o.ID = etcdutil.DefaultID("replica")
 	}
-	if strings.ContainsAny(o.ID, "/ \t\n") {
+	if !etcdutil.ValidID(o.ID) {
 		return fmt.Errorf("manager: ID must not hold '/' or white space, got %q", o.ID)
 	}
 	if o.RootPrefix == "" {
@@ -138,14 +136,4 @@ func (o *Options) setDefaults() error {
 		o.Registry = prometheus.NewRegistry()
 	}
 	return nil
-}
-
-func defaultID() string {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "replica"
-	}
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	return host + "-" + hex.EncodeToString(b[:])
 }

@@ -91,23 +91,28 @@ func (ts *tombstones) done(key string, rev int64) {
 	}
 }
 
-// get returns the tombstone of key, unless it has expired.
+// get returns the tombstone of key, unless it is older than the TTL (expire, called on a
+// ticker and on record, frees the memory of those).
 func (ts *tombstones) get(key string) (Tombstone, bool) {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
-	ts.expireLocked(ts.now())
 	t, ok := ts.byKey[key]
-	return t.Tombstone, ok
+	if !ok || ts.now().Sub(t.at) >= ts.ttl {
+		return Tombstone{}, false
+	}
+	return t.Tombstone, true
 }
 
-// keys returns the keys that have a tombstone.
+// keys returns the keys that have a tombstone younger than the TTL.
 func (ts *tombstones) keys() []string {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
-	ts.expireLocked(ts.now())
+	now := ts.now()
 	out := make([]string, 0, len(ts.byKey))
-	for k := range ts.byKey {
-		out = append(out, k)
+	for k, t := range ts.byKey {
+		if now.Sub(t.at) < ts.ttl {
+			out = append(out, k)
+		}
 	}
 	return out
 }

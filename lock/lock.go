@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdkit/etcdkit/internal/etcdutil"
 	"github.com/etcdkit/etcdkit/internal/lease"
 )
 
@@ -172,13 +173,17 @@ func (l *Lock) lock(ctx context.Context, try bool) (bool, error) {
 
 // acquireRetrying acquires an entry named by name on the current session. A session whose
 // lease etcd no longer knows, though its keep-alive has not noticed yet, is replaced once.
+// A hold it returns is a user of its session until it is released.
 func acquireRetrying(ctx context.Context, q queue, p *sessions, name func(*lease.Session) string, shared, try bool) (*held, bool, error) {
 	for attempt := 0; ; attempt++ {
 		sess, err := p.get(ctx)
 		if err != nil {
 			return nil, false, err
 		}
-		h, ok, err := q.acquire(ctx, sess, name(sess), shared, try)
+		h, ok, err := q.acquire(ctx, p, sess, name(sess), shared, try)
+		if err != nil || !ok {
+			p.done(sess)
+		}
 		if attempt == 0 && errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			abandon(sess, errLeaseGone)
 			continue
@@ -408,7 +413,7 @@ func (h *hold) awaitLoss(q queue) {
 		}
 		// The watch broke (compaction, leader change): look at the entry itself, and
 		// watch again from there.
-		gctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		gctx, cancel := context.WithTimeout(ctx, etcdutil.AttemptTimeout)
 		resp, err := q.client.Get(gctx, h.key)
 		cancel()
 		if err == nil {

@@ -57,6 +57,7 @@ type held struct {
 	key  string // the entry
 	rev  int64  // its create revision: the fencing token
 	sess *lease.Session
+	pool *sessions // sess's pool, told when the hold is released
 }
 
 // guard is the comparison that holds while the entry still exists as it was created.
@@ -96,18 +97,23 @@ func (q queue) lastBlocker(kvs []*mvccpb.KeyValue, rev int64, shared bool) *mvcc
 	return last
 }
 
-// acquire queues the entry myKey on sess and waits until it holds the lock. With try it
-// does not wait: it removes the entry and returns false when the lock is taken. On any
-// error, and on a false try, the entry is gone when acquire returns (or, if etcd could
-// not be reached to remove it, its session is abandoned so that etcd removes it).
-func (q queue) acquire(ctx context.Context, sess *lease.Session, myKey string, shared, try bool) (*held, bool, error) {
+// acquire queues the entry myKey on sess, a session of pool, and waits until it holds the
+// lock. With try it does not wait: it removes the entry and returns false when the lock is
+// taken. On any error, and on a false try, the entry is gone when acquire returns (or, if
+// etcd could not be reached to remove it, its session is abandoned so that etcd removes
+// it). When it had to send the entry's creation or removal more than once, it retires the
+// session (see sessions.retire).
+func (q queue) acquire(ctx context.Context, pool *sessions, sess *lease.Session, myKey string, shared, try bool) (*held, bool, error) {
 	// Every call below also ends when the session does, even if etcd does not answer.
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stop := context.AfterFunc(sess.Context(), func() { cancel(ErrSessionExpired) })
 	defer stop()
 
-	h, blocker, hdrRev, err := q.enqueue(ctx, sess, myKey, shared)
+	h, blocker, hdrRev, attempts, err := q.enqueue(ctx, sess, myKey, shared)
+	if attempts > 1 {
+		pool.retire(sess, fmt.Errorf("queue entry %s was sent %d times", myKey, attempts))
+	}
 	if err != nil && etcderr.IsPermanent(err) {
 		// etcd refused the whole transaction (a denied permission): no entry was made, and
 		// a delete of it, refused too, would abandon a session other locks may share.
@@ -115,7 +121,7 @@ func (q queue) acquire(ctx context.Context, sess *lease.Session, myKey string, s
 	}
 	if err == nil && blocker != nil {
 		if try {
-			q.remove(ctx, sess, myKey)
+			q.remove(ctx, pool, sess, myKey)
 			return nil, false, nil
 		}
 		err = q.wait(ctx, h, shared, blocker, hdrRev)
@@ -125,24 +131,27 @@ func (q queue) acquire(ctx context.Context, sess *lease.Session, myKey string, s
 	}
 	if err != nil {
 		if !errors.Is(err, errForeignEntry) {
-			q.remove(ctx, sess, myKey)
+			q.remove(ctx, pool, sess, myKey)
 		}
 		if ctx.Err() != nil {
 			return nil, false, context.Cause(ctx)
 		}
 		return nil, false, err
 	}
+	h.pool = pool
 	return h, true, nil
 }
 
 // enqueue creates myKey with the session's lease (or finds it, if an earlier attempt or
 // call of this process made it) and returns the entry with the last entry it must wait
-// for, as of the returned revision.
-func (q queue) enqueue(ctx context.Context, sess *lease.Session, myKey string, shared bool) (*held, *mvccpb.KeyValue, int64, error) {
+// for, as of the returned revision, and how many times it sent the request.
+func (q queue) enqueue(ctx context.Context, sess *lease.Session, myKey string, shared bool) (*held, *mvccpb.KeyValue, int64, int, error) {
 	all := clientv3.OpGet(q.prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	// Safe to send again: an attempt whose answer was lost may have created the entry, and
-	// the next one then finds it, on this session's lease, in its Else branch.
-	resp, _, err := retry(ctx, q.log, "queue", func(ctx context.Context) (*clientv3.TxnResponse, error) {
+	// the next one then finds it, on this session's lease, in its Else branch. An attempt
+	// applied after the answer, once the entry is released, is why acquire then retires
+	// the session.
+	resp, attempts, err := retry(ctx, q.log, "queue", func(ctx context.Context) (*clientv3.TxnResponse, error) {
 		return q.client.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(myKey), "=", 0)).
 			Then(clientv3.OpPut(myKey, "", clientv3.WithLease(sess.ID())), all).
@@ -150,18 +159,18 @@ func (q queue) enqueue(ctx context.Context, sess *lease.Session, myKey string, s
 			Commit()
 	})
 	if err != nil {
-		return nil, nil, 0, fmt.Errorf("lock: queueing %s: %w", myKey, err)
+		return nil, nil, 0, attempts, fmt.Errorf("lock: queueing %s: %w", myKey, err)
 	}
 	h := &held{key: myKey, rev: resp.Header.Revision, sess: sess}
 	if !resp.Succeeded {
 		kvs := resp.Responses[0].GetResponseRange().Kvs
 		if len(kvs) == 0 || clientv3.LeaseID(kvs[0].Lease) != sess.ID() {
-			return nil, nil, 0, fmt.Errorf("lock: queue entry %s: %w %x", myKey, errForeignEntry, int64(sess.ID()))
+			return nil, nil, 0, attempts, fmt.Errorf("lock: queue entry %s: %w %x", myKey, errForeignEntry, int64(sess.ID()))
 		}
 		h.rev = kvs[0].CreateRevision
 	}
 	kvs := resp.Responses[1].GetResponseRange().Kvs
-	return h, q.lastBlocker(kvs, h.rev, shared), resp.Header.Revision, nil
+	return h, q.lastBlocker(kvs, h.rev, shared), resp.Header.Revision, attempts, nil
 }
 
 // wait returns once no entry that h must wait for is left. It fails with ErrSessionExpired
@@ -280,14 +289,17 @@ func pause(ctx context.Context) error {
 // context if it is still live and a short detached one otherwise: a cancelled wait leaves
 // no key behind. The delete is sent again on etcd's transient errors (deleting twice is
 // deleting once). If etcd cannot be reached, the session is abandoned (see abandon), so
-// that the entry goes with its lease.
-func (q queue) remove(ctx context.Context, sess *lease.Session, key string) {
-	_, _, err := retryCleanup(ctx, q.log, "remove a queue entry", func(ctx context.Context) (*clientv3.DeleteResponse, error) {
+// that the entry goes with its lease; if it was sent more than once, the session is retired
+// (an entry of the same name made later could be deleted by a late attempt).
+func (q queue) remove(ctx context.Context, pool *sessions, sess *lease.Session, key string) {
+	_, attempts, err := retryCleanup(ctx, q.log, "remove a queue entry", func(ctx context.Context) (*clientv3.DeleteResponse, error) {
 		return q.client.Delete(ctx, key)
 	})
 	if err != nil {
 		q.log.Error(err, "could not remove lock queue entry; abandoning its session, whose lease is revoked or else expires after the TTL", "entry", key)
 		abandon(sess, fmt.Errorf("queue entry %s could not be removed: %v", key, err))
+	} else if attempts > 1 {
+		pool.retire(sess, fmt.Errorf("removal of queue entry %s was sent %d times", key, attempts))
 	}
 }
 
@@ -303,6 +315,7 @@ func (q queue) remove(ctx context.Context, sess *lease.Session, key string) {
 // of them, whether the release was applied is unknown: the session is abandoned (see
 // abandon), so that etcd frees the lock either way, and the error wraps ErrOutcomeUnknown.
 func (q queue) release(ctx context.Context, h *held) (lost bool, err error) {
+	defer h.pool.done(h.sess)
 	resp, attempts, err := retryCleanup(ctx, q.log, "release", func(ctx context.Context) (*clientv3.TxnResponse, error) {
 		return q.client.Txn(ctx).If(h.guard()).Then(clientv3.OpDelete(h.key)).Commit()
 	})

@@ -57,6 +57,13 @@ type sessions struct {
 	cur    *lease.Session
 	closed bool
 
+	// mu guards users and retired. A session is retired when a queue write made on it was
+	// sent more than once (see retire): it is no longer handed out, and it is ended (its
+	// lease revoked) when its last user is done.
+	mu      sync.Mutex
+	users   map[*lease.Session]int   // acquisitions in progress and holds, per session
+	retired map[*lease.Session]error // retired sessions that still have users, with why
+
 	// keepAlive counts the keep-alive goroutines of every session started here, the current
 	// one and those lost or abandoned that may still be revoking their lease; close waits
 	// for them.
@@ -64,11 +71,83 @@ type sessions struct {
 }
 
 func newSessions(client *clientv3.Client, ttl int, log logr.Logger) *sessions {
-	return &sessions{client: client, ttl: ttl, log: log, sem: make(chan struct{}, 1)}
+	return &sessions{
+		client:  client,
+		ttl:     ttl,
+		log:     log,
+		sem:     make(chan struct{}, 1),
+		users:   map[*lease.Session]int{},
+		retired: map[*lease.Session]error{},
+	}
 }
 
-// get returns the live session, starting a new one when there is none or the last one ended.
+// get returns the live session for a new acquisition, starting a new one when there is
+// none, the last one ended or it was retired. The acquisition counts as a user of the
+// session until done is called for it: when the acquisition fails, or when its hold is
+// released.
 func (p *sessions) get(ctx context.Context) (*lease.Session, error) {
+	s, err := p.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	p.users[s]++
+	p.mu.Unlock()
+	return s, nil
+}
+
+// done ends one use of s begun by get. The last use of a retired session ends it.
+func (p *sessions) done(s *lease.Session) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.users[s]--; p.users[s] > 0 {
+		return
+	}
+	delete(p.users, s)
+	if why, ok := p.retired[s]; ok {
+		delete(p.retired, s)
+		p.end(s, why)
+	}
+}
+
+// retire stops handing s out to new acquisitions, and ends it (revoking its lease) once its
+// users are done. The caller is one of them.
+//
+// A queue write sent more than once (see retry) may have an attempt that etcd applies
+// after the answer of another one, however late: it was sent, and no answer said it was
+// dropped. A late enqueue made after the entry was released (or removed) would create the
+// entry again, on the session's lease, and so block every other locker for as long as the
+// session lives; a late remove would delete an entry of the same name made since. Neither
+// can happen once the lease is revoked (etcd refuses a put on a lease it no longer knows,
+// and the next session's entries have other names), and nothing else tells when etcd has
+// dropped a request. Retiring costs one new lease, and happens only when a member was
+// slow to answer.
+func (p *sessions) retire(s *lease.Session, why error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.retired[s]; !ok && p.users[s] > 0 {
+		p.log.V(1).Info("retiring lock session", "lease", fmt.Sprintf("%x", int64(s.ID())), "reason", why.Error())
+		p.retired[s] = why
+	}
+}
+
+// isRetired reports whether s was retired and still has users.
+func (p *sessions) isRetired(s *lease.Session) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.retired[s]
+	return ok
+}
+
+// end revokes a retired session that has no user left.
+func (p *sessions) end(s *lease.Session, why error) {
+	p.log.V(1).Info("ending retired lock session", "lease", fmt.Sprintf("%x", int64(s.ID())))
+	abandon(s, fmt.Errorf("retired: %w", why))
+}
+
+// current returns the live session, starting a new one when there is none, the last one
+// ended or it was retired.
+func (p *sessions) current(ctx context.Context) (*lease.Session, error) {
 	select {
 	case p.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -78,8 +157,12 @@ func (p *sessions) get(ctx context.Context) (*lease.Session, error) {
 	if p.closed {
 		return nil, ErrClosed
 	}
-	if p.cur != nil && p.cur.Valid() {
+	if p.cur != nil && p.cur.Valid() && !p.isRetired(p.cur) {
 		return p.cur, nil
+	}
+	if p.cur != nil && p.cur.Valid() {
+		// Retired: its last user ends it.
+		p.cur = nil
 	}
 	if p.cur != nil {
 		if p.cur.Cause() == nil {
@@ -109,7 +192,7 @@ func (p *sessions) get(ctx context.Context) (*lease.Session, error) {
 // grant grants the lease of a new session. lease.Grant retries etcd's transient errors
 // for up to the TTL; grant goes on until ctx ends.
 func (p *sessions) grant(ctx context.Context) (*lease.Session, error) {
-	bo := etcdutil.Backoff{Min: minRetryWait, Max: maxRetryWait}
+	bo := etcdutil.Backoff{Min: etcdutil.MinRetryWait, Max: etcdutil.MaxRetryWait}
 	for {
 		s, err := lease.Grant(ctx, p.client, p.ttl, p.log)
 		switch {
@@ -145,6 +228,14 @@ func (p *sessions) close() error {
 		}
 		p.cur = nil
 	}
+	// Retired sessions still used by a hold that was never released: nothing will release
+	// it now.
+	p.mu.Lock()
+	for s, why := range p.retired {
+		delete(p.retired, s)
+		p.end(s, why)
+	}
+	p.mu.Unlock()
 	p.keepAlive.Wait()
 	return err
 }

@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdkit/etcdkit/internal/etcderr"
+	"github.com/etcdkit/etcdkit/internal/etcdutil"
 )
 
 const (
@@ -38,13 +39,10 @@ const (
 	// maxInFlight how many attempts of a renewal are in flight at once.
 	attemptHedges = 4
 	maxInFlight   = 8
-	// maxAttempt bounds one attempt of a Grant or a revoke: a member that does not answer
+	// maxAttempt bounds one attempt of a Grant: a member that does not answer
 	// keeps a request until its deadline, and the next attempt most likely goes to another
 	// member.
 	maxAttempt = 2 * time.Second
-	// retryPause is the pause before sending again a Grant or a revoke that failed at once
-	// (rather than at its deadline) on a transient error.
-	retryPause = 50 * time.Millisecond
 	// MaxRevokeWait bounds the revoke that ends a session: past it the lease expires anyway.
 	MaxRevokeWait = 5 * time.Second
 )
@@ -85,43 +83,41 @@ type Session struct {
 
 // Grant grants a lease of ttl seconds. The caller runs KeepAlive in a goroutine.
 //
-// Each attempt has a deadline of its own, at random between a sixth and a third of the TTL
-// (at most maxAttempt), and one that fails on a transient error (etcderr) is sent again
-// (the client sends it to the next member in turn), until ctx ends or the TTL has passed
-// since the first: so the lease it returns has at least two thirds of its TTL to live, and
-// a Grant that a paused member keeps does not hand out a lease whose deadline has passed. A lease
-// granted by an attempt whose answer came too late is never used and expires after its
-// TTL. Other errors are returned at once.
+// The request is sent as etcdutil.Hedge sends it: beside an attempt slow to answer (a
+// member that keeps requests), and again after a transient error (etcderr), until ctx ends
+// or the TTL has passed since the first. Each attempt has a deadline of its own, at most a
+// third of the TTL, so the lease it returns has at least two thirds of its TTL to live, and
+// a Grant that a paused member keeps does not hand out a lease whose deadline has passed. A
+// lease granted by an attempt whose answer was not the first (or came too late) is never
+// used: it holds no key and expires after its TTL. Other errors are returned at once.
 //
 // etcd raises a TTL below its minimum (about 1.5 election timeouts) to that minimum; the
 // session keeps the TTL etcd granted, and Grant logs the difference.
 func Grant(ctx context.Context, client *clientv3.Client, ttl int, log logr.Logger) (*Session, error) {
 	asked := time.Duration(ttl) * time.Second
-	giveUp := time.Now().Add(asked)
 	per := min(asked/3, maxAttempt)
-	for attempt := 1; ; attempt++ {
-		sent := time.Now()
-		actx, cancel := context.WithDeadline(ctx, earliest(sent.Add(jitterDown(per)), giveUp))
-		resp, err := client.Grant(actx, int64(ttl))
-		timedOut := actx.Err() != nil
-		cancel()
-		if err == nil {
-			return newSession(client, resp, ttl, sent, log), nil
-		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("lease: granting a lease of %s: %w", asked, err)
-		}
-		if k := etcderr.Classify(err); k != etcderr.Transient && k != etcderr.TokenExpired {
-			return nil, fmt.Errorf("lease: granting a lease of %s: %w", asked, err)
-		}
-		if !time.Now().Before(giveUp) {
-			return nil, fmt.Errorf("lease: granting a lease of %s: no answer within the TTL (%d attempts): %w", asked, attempt, err)
-		}
-		log.V(1).Info("grant failed, retrying", "attempt", attempt, "error", err.Error())
-		if !timedOut && !sleep(ctx, min(retryPause, time.Until(giveUp))) {
-			return nil, fmt.Errorf("lease: granting a lease of %s: %w", asked, context.Cause(ctx))
-		}
+	gctx, cancel := context.WithTimeout(ctx, asked)
+	defer cancel()
+	type granted struct {
+		resp *clientv3.LeaseGrantResponse
+		sent time.Time
 	}
+	g, attempts, err := etcdutil.Hedge(gctx, log, "grant", func(ctx context.Context) (granted, error) {
+		sent := time.Now()
+		actx, cancel := context.WithTimeout(ctx, per)
+		defer cancel()
+		resp, err := client.Grant(actx, int64(ttl))
+		return granted{resp, sent}, err
+	})
+	switch {
+	case err == nil:
+		return newSession(client, g.resp, ttl, g.sent, log), nil
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("lease: granting a lease of %s: %w", asked, context.Cause(ctx))
+	case gctx.Err() != nil:
+		return nil, fmt.Errorf("lease: granting a lease of %s: no answer within the TTL (%d attempts): %w", asked, attempts, err)
+	}
+	return nil, fmt.Errorf("lease: granting a lease of %s: %w", asked, err)
 }
 
 func newSession(client *clientv3.Client, resp *clientv3.LeaseGrantResponse, asked int, sent time.Time, log logr.Logger) *Session {
@@ -331,29 +327,22 @@ func (s *Session) KeepAlive() {
 	}
 }
 
-// revoke deletes the lease and every key on it, within a bounded time. Each attempt has a
-// deadline of its own, and one that fails on a transient error is sent again (to the next
-// member): a revoke applied twice finds the lease gone, which is what it wanted.
+// revoke deletes the lease and every key on it, within a bounded time. The request is sent
+// as etcdutil.Hedge sends it: beside an attempt that is slow to answer (a member that keeps
+// requests), and again after transient errors. A revoke applied twice finds the lease gone,
+// which is what it wanted.
 func (s *Session) revoke() {
 	ctx, cancel := context.WithTimeout(context.Background(), min(s.ttl, MaxRevokeWait))
 	defer cancel()
-	per := min(s.ttl/3, maxAttempt)
-	for {
-		actx, acancel := context.WithTimeout(ctx, jitterDown(per))
-		_, err := s.client.Revoke(actx, s.id)
-		timedOut := actx.Err() != nil
-		acancel()
-		if err == nil || errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			return
+	_, attempts, err := etcdutil.Hedge(ctx, s.log, "revoke", func(ctx context.Context) (struct{}, error) {
+		_, err := s.client.Revoke(ctx, s.id)
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			err = nil
 		}
-		if k := etcderr.Classify(err); ctx.Err() != nil || (k != etcderr.Transient && k != etcderr.TokenExpired) {
-			s.revokeErr = fmt.Errorf("lease: revoking lease %x: %w", s.id, err)
-			return
-		}
-		if !timedOut && !sleep(ctx, retryPause) {
-			s.revokeErr = fmt.Errorf("lease: revoking lease %x: %w", s.id, err)
-			return
-		}
+		return struct{}{}, err
+	})
+	if err != nil {
+		s.revokeErr = fmt.Errorf("lease: revoking lease %x (%d attempts): %w", s.id, attempts, err)
 	}
 }
 
@@ -363,18 +352,6 @@ func (s *Session) revoke() {
 // while attempts at random times spread over the members.
 func jitterDown(d time.Duration) time.Duration {
 	return d - rand.N(d/2+1)
-}
-
-// sleep waits d unless ctx ends first, and reports whether it waited d.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 func earliest(a, b time.Time) time.Time {

@@ -189,7 +189,7 @@ func (b *Builder) Build(r reconcile.Reconciler) (*reconcile.Controller, error) {
 	switch {
 	case b.mgr.election == nil:
 	case b.mgr.sharder != nil && !b.leaderOnly:
-		setup.Gate = b.mgr.sharder.register(c, b.shardKey)
+		setup.Gate = b.mgr.sharder.Register(c, b.shardKey)
 	default:
 		setup.Gate = leaderGate{m: b.mgr}
 	}

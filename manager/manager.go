@@ -19,6 +19,7 @@ import (
 	"github.com/etcdkit/etcdkit/fence"
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
 	"github.com/etcdkit/etcdkit/internal/metrics"
+	"github.com/etcdkit/etcdkit/internal/sharding"
 	"github.com/etcdkit/etcdkit/reconcile"
 )
 
@@ -30,7 +31,7 @@ type Manager struct {
 	log        logr.Logger
 	metrics    *metrics.Registry
 	election   *election.Election // nil when leader election is off
-	sharder    *sharder           // nil without Sharding
+	sharder    *sharding.Member   // nil without Sharding
 	cache      *Cache             // the sources of every controller, store and reader
 
 	mu          sync.Mutex
@@ -103,7 +104,7 @@ func New(opts Options) (*Manager, error) {
 	}
 	if opts.Sharding != nil {
 		if m.sharder, err = newSharder(m, *opts.Sharding); err == nil {
-			err = m.sharder.checkShardCount(ctx)
+			err = m.sharder.CheckShardCount(ctx)
 		}
 		if err != nil {
 			m.closeClient()
@@ -260,14 +261,14 @@ func (m *Manager) Start(ctx context.Context) error {
 
 	membership := newGroup(base)
 	if m.sharder != nil {
-		m.sharder.setAddress(m.HealthProbeAddr())
-		membership.run(fail, m.sharder.run)
-		leaderRuns = append(leaderRuns, RunnableFunc(m.sharder.assign))
+		m.sharder.SetAddress(m.HealthProbeAddr())
+		membership.run(fail, m.sharder.Run)
+		leaderRuns = append(leaderRuns, RunnableFunc(m.sharder.Assign))
 		// The sharding watches are established before this replica writes anything else
 		// (its campaign): etcd sends a watch created behind the current revision its events
 		// only every 100 ms, which would delay every handoff of a joining member.
 		select {
-		case <-m.sharder.synced:
+		case <-m.sharder.Synced():
 		case <-ctx.Done():
 		case err := <-failed:
 			fail(err)
@@ -336,7 +337,7 @@ func (m *Manager) Start(ctx context.Context) error {
 	// so they are given a little longer than the manager's deadline before it gives up.
 	deadline := time.Now().Add(m.opts.GracefulShutdownTimeout)
 	if m.sharder != nil {
-		m.sharder.leave(deadline)
+		m.sharder.Leave(deadline)
 	}
 	timedOut := !leaders.stopBy(deadline)
 	timedOut = !ctrls.stopBy(deadline.Add(ctrlGrace)) || timedOut
@@ -561,7 +562,7 @@ func (m *Manager) refusals() map[string]error {
 		out["election"] = m.election.Err()
 	}
 	if m.sharder != nil {
-		out["sharding"] = m.sharder.err()
+		out["sharding"] = m.sharder.Err()
 	}
 	for _, src := range m.cache.Sources() {
 		out["source "+src.Prefix()] = src.Err()
@@ -575,7 +576,7 @@ func (m *Manager) ShardStatus(ctx context.Context) (status ShardStatus, ok bool)
 	if m.sharder == nil {
 		return ShardStatus{}, false
 	}
-	return m.sharder.status(ctx), true
+	return m.sharder.Status(ctx), true
 }
 
 // debugShards serves ShardStatus as JSON.

@@ -1,4 +1,4 @@
-package manager
+package sharding
 
 import (
 	"context"
@@ -15,10 +15,10 @@ import (
 	"github.com/etcdkit/etcdkit/internal/shard"
 )
 
-// assign is the leader's part: it keeps the assignment balanced over the active members,
+// Assign is the leader's part: it keeps the assignment balanced over the active members,
 // writing only the shards that change, in transactions guarded by the leadership (the
 // fence in ctx). It runs while this replica leads.
-func (sh *sharder) assign(ctx context.Context) error {
+func (sh *Member) Assign(ctx context.Context) error {
 	fc, _ := fence.From(ctx)
 	if sh.state.WaitForSync(ctx) != nil {
 		return nil
@@ -54,7 +54,7 @@ func (sh *sharder) assign(ctx context.Context) error {
 }
 
 // activeMembers returns the IDs of the registered members that are not leaving.
-func (sh *sharder) activeMembers() []string {
+func (sh *Member) activeMembers() []string {
 	var out []string
 	for _, kv := range sh.state.List(sh.root + "members/") {
 		var info MemberInfo
@@ -70,12 +70,12 @@ func (sh *sharder) activeMembers() []string {
 }
 
 // currentAssignment reads the stored assignment from the cache.
-func (sh *sharder) currentAssignment() map[int]string {
+func (sh *Member) currentAssignment() map[int]string {
 	cur := map[int]string{}
 	prefix := sh.root + "assignments/"
 	for _, kv := range sh.state.List(sh.root + "assignments/") {
 		s, err := strconv.Atoi(strings.TrimPrefix(string(kv.Key), prefix))
-		if err != nil || s < 0 || s >= sh.opts.Shards {
+		if err != nil || s < 0 || s >= sh.o.Shards {
 			continue
 		}
 		cur[s] = string(kv.Value)
@@ -85,10 +85,10 @@ func (sh *sharder) currentAssignment() map[int]string {
 
 // writeAssignment computes the target assignment and writes what differs from the stored
 // one. It returns the revision of its last write (0 when nothing changed).
-func (sh *sharder) writeAssignment(ctx context.Context, fc fence.Fence) (int64, error) {
+func (sh *Member) writeAssignment(ctx context.Context, fc fence.Fence) (int64, error) {
 	members := sh.activeMembers()
 	cur := sh.currentAssignment()
-	target := shard.Assign(sh.opts.Shards, members, cur)
+	target := shard.Assign(sh.o.Shards, members, cur)
 	var ops []clientv3.Op
 	for s, m := range target {
 		switch {
@@ -107,10 +107,10 @@ func (sh *sharder) writeAssignment(ctx context.Context, fc fence.Fence) (int64, 
 		n := min(len(ops), maxTxnOps)
 		resp, err := sh.client.Txn(ctx).If(fc.Cmps...).Then(ops[:n]...).Commit()
 		if err != nil {
-			return rev, fmt.Errorf("manager: writing %d assignments under %s: %w", n, sh.root+"assignments/", err)
+			return rev, fmt.Errorf("sharding: writing %d assignments under %s: %w", n, sh.root+"assignments/", err)
 		}
 		if !resp.Succeeded {
-			return rev, fmt.Errorf("manager: writing assignments: %w (%s)", fence.ErrFenced, fc.Holder)
+			return rev, fmt.Errorf("sharding: writing assignments: %w (%s)", fence.ErrFenced, fc.Holder)
 		}
 		rev = resp.Header.Revision
 		ops = ops[n:]

@@ -1,18 +1,14 @@
-package manager
+package sharding
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"sort"
 	"time"
-
-	"github.com/etcdkit/etcdkit/election"
-	"github.com/etcdkit/etcdkit/internal/shard"
 )
 
-// ShardStatus is a member's view of the sharding, as /debug/shards serves it.
-type ShardStatus struct {
+// Status is a member's view of the sharding, as /debug/shards serves it.
+type Status struct {
 	// Member is this replica's ID; Leader the leading replica's ("" when none).
 	Member string `json:"member"`
 	Leader string `json:"leader"`
@@ -34,7 +30,7 @@ type ShardStatus struct {
 // Settled reports whether the sharding is at rest: every shard assigned, owned by its
 // assignee and not draining here, and the assignment balanced (every member that holds
 // shards has floor(S/N) or ceil(S/N) of them).
-func (st ShardStatus) Settled() bool {
+func (st Status) Settled() bool {
 	count := map[string]int{}
 	for s := 0; s < st.Shards; s++ {
 		if s >= len(st.Assignment) || s >= len(st.Owners) || st.Assignment[s] == "" || st.Owners[s] != st.Assignment[s] {
@@ -59,15 +55,6 @@ func (st ShardStatus) Settled() bool {
 	return true
 }
 
-// ShardOf returns the shard of a key among shards shards (shards > 0), given the key's
-// shard key (the key itself unless a ShardKey function maps it): fnv1a64(key) % shards.
-func ShardOf(shardKey string, shards int) int {
-	if shards <= 0 {
-		return 0
-	}
-	return shard.Of(shardKey, shards)
-}
-
 // OwnedShard is one shard this member owns.
 type OwnedShard struct {
 	Shard int `json:"shard"`
@@ -79,20 +66,18 @@ type OwnedShard struct {
 	InFlight int       `json:"inFlight"`
 }
 
-// status reports the member's view of the sharding.
-func (sh *sharder) status(ctx context.Context) ShardStatus {
-	st := ShardStatus{Member: sh.id, Shards: sh.opts.Shards, QueueDepth: map[int]int{}}
-	if e := sh.m.election; e != nil {
+// Status reports the member's view of the sharding.
+func (sh *Member) Status(ctx context.Context) Status {
+	st := Status{Member: sh.id, Shards: sh.o.Shards, QueueDepth: map[int]int{}}
+	if sh.d.Leader != nil {
 		// A member cut off from etcd still reports what it knows locally.
 		lctx, cancel := context.WithTimeout(ctx, statusTimeout)
-		leader, err := e.GetLeader(lctx)
+		leader, err := sh.d.Leader(lctx)
 		cancel()
-		switch {
-		case err == nil:
-			st.Leader = leader
-		case !errors.Is(err, election.ErrNoLeader):
+		if err != nil {
 			st.LeaderError = err.Error()
 		}
+		st.Leader = leader
 	}
 	for _, kv := range sh.state.List(sh.root + "members/") {
 		var info MemberInfo
@@ -100,11 +85,11 @@ func (sh *sharder) status(ctx context.Context) ShardStatus {
 			st.Members = append(st.Members, info)
 		}
 	}
-	st.Assignment = make([]string, sh.opts.Shards)
+	st.Assignment = make([]string, sh.o.Shards)
 	for s, m := range sh.currentAssignment() {
 		st.Assignment[s] = m
 	}
-	st.Owners = make([]string, sh.opts.Shards)
+	st.Owners = make([]string, sh.o.Shards)
 	for s := range st.Owners {
 		if kv, ok := sh.state.Get(sh.ownerKey(s)); ok {
 			st.Owners[s] = string(kv.Value)

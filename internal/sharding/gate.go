@@ -1,4 +1,4 @@
-package manager
+package sharding
 
 import (
 	"context"
@@ -30,7 +30,7 @@ func ShardFrom(ctx context.Context) (Shard, bool) {
 // session certainly lives, in a context fenced by the shard's token that ends with the
 // ownership.
 type shardGate struct {
-	sh  *sharder
+	sh  *Member
 	key func(string) string
 }
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -84,10 +83,12 @@ type Options struct {
 	Logger logr.Logger
 }
 
-// Source lists and watches one prefix and keeps its cache. Create it with New, then Run it.
+// Source lists and watches one prefix (or one range of keys) and keeps its cache. Create it
+// with New (or NewRange), then Run it.
 type Source struct {
 	client *clientv3.Client
-	prefix string
+	prefix string // the prefix, or the start of the range
+	end    string // the end of the range: the prefix's range end for a prefix
 	opts   Options
 	log    logr.Logger
 
@@ -140,6 +141,24 @@ func New(client *clientv3.Client, prefix string, opts Options) (*Source, error) 
 	if prefix == "" {
 		return nil, errors.New("source: prefix must not be empty (it would watch the whole keyspace)")
 	}
+	return newSource(client, prefix, clientv3.GetPrefixRangeEnd(prefix), opts)
+}
+
+// NewRange returns a source for every key in [start, end): a part of a prefix, such as a
+// slice of the keys of a range-sharded controller. The range must not be empty, and end
+// must be set (a range to the end of the keyspace would watch every key after start).
+// Prefix returns start; Covers and Contains tell what the range holds.
+func NewRange(client *clientv3.Client, start, end string, opts Options) (*Source, error) {
+	if client == nil {
+		return nil, errors.New("source: client must not be nil")
+	}
+	if start == "" || end == "" || end <= start {
+		return nil, fmt.Errorf("source: the range [%q, %q) must have a start and an end after it", start, end)
+	}
+	return newSource(client, start, end, opts)
+}
+
+func newSource(client *clientv3.Client, prefix, end string, opts Options) (*Source, error) {
 	if opts.PageSize < 0 {
 		return nil, fmt.Errorf("source: PageSize must not be negative, got %d", opts.PageSize)
 	}
@@ -162,6 +181,7 @@ func New(client *clientv3.Client, prefix string, opts Options) (*Source, error) 
 	return &Source{
 		client: client,
 		prefix: prefix,
+		end:    end,
 		opts:   opts,
 		log:    opts.Logger.WithValues("prefix", prefix),
 		cache:  map[string]*mvccpb.KeyValue{},
@@ -172,8 +192,11 @@ func New(client *clientv3.Client, prefix string, opts Options) (*Source, error) 
 	}, nil
 }
 
-// Prefix returns the watched prefix.
+// Prefix returns the watched prefix; for a source of a range (NewRange), its start.
 func (s *Source) Prefix() string { return s.prefix }
+
+// Contains reports whether key lies in what the source lists and watches.
+func (s *Source) Contains(key string) bool { return key >= s.prefix && key < s.end }
 
 // Run lists the prefix, then watches it until ctx ends, calling h for every event that
 // passes the predicates. Run again after a stop, it resumes from the last seen revision
@@ -377,7 +400,7 @@ func (s *Source) list(ctx context.Context) (int64, error) {
 
 // readAll reads every key of the prefix at revision rev (0: the current one), in pages.
 func (s *Source) readAll(ctx context.Context, rev int64) ([]*mvccpb.KeyValue, int64, error) {
-	return etcdutil.ListPrefix(ctx, s.client, s.prefix, rev, s.opts.PageSize)
+	return etcdutil.ListRange(ctx, s.client, s.prefix, s.end, rev, s.opts.PageSize)
 }
 
 // watch watches from revision from until the watch breaks or ctx ends, and returns the
@@ -385,7 +408,7 @@ func (s *Source) readAll(ctx context.Context, rev int64) ([]*mvccpb.KeyValue, in
 func (s *Source) watch(ctx context.Context, from int64) (progressed bool, err error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wc := etcdutil.Watch(wctx, s.client, s.prefix, clientv3.WithPrefix(), clientv3.WithRev(from),
+	wc := etcdutil.Watch(wctx, s.client, s.prefix, clientv3.WithRange(s.end), clientv3.WithRev(from),
 		clientv3.WithPrevKV(), clientv3.WithProgressNotify(), clientv3.WithCreatedNotify())
 	for wr := range wc {
 		if wr.CompactRevision != 0 {
@@ -596,8 +619,14 @@ func (s *Source) List(prefix string) []*mvccpb.KeyValue {
 }
 
 // Covers reports whether the source caches every key under prefix: whether prefix lies
-// under the source's own.
-func (s *Source) Covers(prefix string) bool { return strings.HasPrefix(prefix, s.prefix) }
+// under the source's own (or, for a range, every key under it lies in the range).
+func (s *Source) Covers(prefix string) bool {
+	if prefix == "" || prefix < s.prefix {
+		return false
+	}
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	return end != "\x00" && end <= s.end
+}
 
 // Len is the number of cached keys.
 func (s *Source) Len() int {

@@ -17,11 +17,15 @@ const DefaultPageSize = 500
 // current one when rev is 0) and the following pages are read at that revision. It
 // returns the keys, sorted, and the revision they reflect.
 func ListPrefix(ctx context.Context, cli *clientv3.Client, prefix string, rev, pageSize int64) ([]*mvccpb.KeyValue, int64, error) {
+	return ListRange(ctx, cli, prefix, clientv3.GetPrefixRangeEnd(prefix), rev, pageSize)
+}
+
+// ListRange reads every key in [start, end) as ListPrefix reads a prefix.
+func ListRange(ctx context.Context, cli *clientv3.Client, start, end string, rev, pageSize int64) ([]*mvccpb.KeyValue, int64, error) {
 	if pageSize <= 0 {
 		pageSize = DefaultPageSize
 	}
-	end := clientv3.GetPrefixRangeEnd(prefix)
-	from := prefix
+	from := start
 	var kvs []*mvccpb.KeyValue
 	for {
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(pageSize)}

@@ -3,6 +3,7 @@
 package chaos_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -26,8 +27,8 @@ func run(t *testing.T, cfg config) *result {
 	res := &result{cfg: cfg, started: time.Now(), ops: map[string]int{}}
 	faults := plan(rand.New(rand.NewPCG(cfg.seed, 1)), cfg)
 	res.faults = faults
-	t.Logf("%s: SEED=%d, %d faults over %s planned, %d controller members, %d lock holders, unsafe=%v",
-		cfg.name, cfg.seed, len(faults), planLength(faults).Round(time.Second), cfg.members, cfg.lockers, cfg.unsafe)
+	t.Logf("%s: SEED=%d, %d faults over %s planned, %d controller members, %d lock holders, %d candidates, %d viewers, unsafe=%v",
+		cfg.name, cfg.seed, len(faults), planLength(faults).Round(time.Second), cfg.members, cfg.lockers, cfg.leaders, cfg.views, cfg.unsafe)
 	for _, f := range faults {
 		t.Logf("  planned %2d at %6.2fs for %5.2fs: %s %s", f.n, f.at.Seconds(), f.dur.Seconds(), f.kind, f.target)
 	}
@@ -82,6 +83,21 @@ func run(t *testing.T, cfg config) *result {
 			t.Fatal(err)
 		}
 	}
+	for i := range cfg.leaders {
+		if _, err := w.start(roleLeader, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if cfg.views > 0 {
+		if _, err := w.start(roleRegistrar, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range cfg.views {
+		if _, err := w.start(roleViewer, i); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := waitFor(ctx, 90*time.Second, func(ctx context.Context) error { return allOwned(ctx, cli) }); err != nil {
 		t.Fatalf("the members did not come to own every shard: %v (logs in %s)", err, dir)
 	}
@@ -91,6 +107,23 @@ func run(t *testing.T, cfg config) *result {
 	in.run(ctx, faults, t.Logf)
 	res.writes, res.writeErrs = wr.stop()
 	res.faultsEnded = time.Now()
+
+	// The registrar stops changing anything; every viewer's view comes to equal etcd's.
+	if cfg.views > 0 {
+		quiet := time.Now()
+		err := w.quiesce(ctx)
+		if err == nil {
+			bound := cmp.Or(cfg.viewsBound, cfg.converge)
+			err = waitFor(ctx, bound, func(ctx context.Context) error { return viewsConverged(ctx, cli, w) })
+		}
+		res.viewsTime = time.Since(quiet)
+		if err != nil {
+			res.violations = append(res.violations, violation{checkViews,
+				fmt.Sprintf("the viewers' views did not come to equal etcd's within %s of the registrar's last change", cmp.Or(cfg.viewsBound, cfg.converge)), []string{err.Error()}})
+		} else {
+			res.viewsConverged = true
+		}
+	}
 
 	// Convergence: every item's latest value reaches its output.
 	conv := time.Now()
@@ -143,6 +176,12 @@ func run(t *testing.T, cfg config) *result {
 	res.violations = append(res.violations, vs...)
 	vs, res.counterWrites = checkCounterHistory(evs, hists)
 	res.violations = append(res.violations, vs...)
+	lin := time.Now()
+	vs, res.linearOps, res.linearWindows = checkLinearHistory(evs, hists)
+	res.linearTime = time.Since(lin)
+	res.violations = append(res.violations, vs...)
+	vs, res.leaderWrites = checkLeaderHistory(evs, hists)
+	res.violations = append(res.violations, vs...)
 	vs, res.unlogged = checkRecordsHistory(evs, hists)
 	res.violations = append(res.violations, vs...)
 	res.tally(hists, w.procs())
@@ -160,12 +199,14 @@ func planLength(faults []*fault) time.Duration {
 }
 
 // waitFor calls cond until it returns nil, every 200 ms, each call bounded by 5 s; it
-// returns cond's last error once bound has passed.
+// returns cond's last error once bound has passed (the last one that the bound's end did
+// not cut short, when there is one).
 func waitFor(ctx context.Context, bound time.Duration, cond func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
+	var last error
 	for {
 		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
 		err := cond(cctx)
@@ -173,9 +214,12 @@ func waitFor(ctx context.Context, bound time.Duration, cond func(context.Context
 		if err == nil {
 			return nil
 		}
+		if ctx.Err() == nil || last == nil {
+			last = err
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("after %s: %w", bound, err)
+			return fmt.Errorf("after %s: %w", bound, last)
 		case <-tick.C:
 		}
 	}

@@ -20,6 +20,7 @@ const (
 	checkLeases      = "leases"
 	checkProcesses   = "processes"
 	checkRecorder    = "recorder"
+	checkViews       = "views"
 )
 
 // violation is a broken invariant, with the part of the histories that proves it.
@@ -233,7 +234,7 @@ func checkRecordsHistory(evs []event, hists map[string][]record) (vs []violation
 		}
 	}
 	for _, e := range evs {
-		if e.put && (strings.HasPrefix(e.key, outPrefix) || e.key == counterKey && !strings.HasSuffix(e.value, " init")) && !logged[e.rev] {
+		if e.put && (strings.HasPrefix(e.key, outPrefix) || strings.HasPrefix(e.key, leaderOutPrefix) || e.key == counterKey && !strings.HasSuffix(e.value, " init")) && !logged[e.rev] {
 			unlogged++
 		}
 	}
@@ -242,6 +243,10 @@ func checkRecordsHistory(evs []event, hists map[string][]record) (vs []violation
 
 // sameValue tells whether a stored value is the one a record logged: an output as decoded.
 func sameValue(r record, stored string) bool {
+	if r.Op == "lead" {
+		o, err := parseLeaderOutput(stored)
+		return err == nil && o.Leader == r.Proc && o.Token == r.Token && strconv.Itoa(o.Seq) == r.Value
+	}
 	if r.Op != "out" {
 		return stored == r.Value
 	}

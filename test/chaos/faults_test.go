@@ -25,17 +25,22 @@ const (
 	killEtcd  kind = "kill -9 etcd"
 	pauseEtcd kind = "pause etcd"
 	compact   kind = "compact"
+	defrag    kind = "defrag etcd"
 )
 
-var allKinds = []kind{killProc, pauseProc, killEtcd, pauseEtcd, compact}
+var allKinds = []kind{killProc, pauseProc, killEtcd, pauseEtcd, compact, defrag}
 
 // weights of the kinds in a draw.
-var weights = map[kind]int{killProc: 3, pauseProc: 3, killEtcd: 2, pauseEtcd: 2, compact: 1}
+var weights = map[kind]int{killProc: 3, pauseProc: 3, killEtcd: 2, pauseEtcd: 2, compact: 1, defrag: 1}
+
+// etcdKind tells the kinds that hit one etcd member: at most one at a time.
+func etcdKind(k kind) bool { return k == killEtcd || k == pauseEtcd || k == defrag }
 
 // target is what a fault hits: a workload slot, or an etcd member. leader, for etcd: whichever
-// member leads when the fault starts; for the lock holders: whichever holds the lock then.
+// member leads when the fault starts; for the lock holders: whichever holds the lock then;
+// for the candidates: whichever leads then.
 type target struct {
-	role   string // roleMember, roleLocker, "etcd", or "" (compaction)
+	role   string // a workload's role, "etcd", or "" (compaction)
 	slot   int
 	leader bool
 }
@@ -48,6 +53,8 @@ func (t target) String() string {
 		return fmt.Sprintf("etcd m%d", t.slot)
 	case t.role == roleLocker && t.leader:
 		return "lock holder"
+	case t.role == roleLeader && t.leader:
+		return "elected leader"
 	case t.role == "":
 		return "-"
 	}
@@ -121,26 +128,36 @@ func plan(rng *rand.Rand, cfg config) []*fault {
 		}
 		for {
 			f.kind = draw(rng, kinds)
-			if !(etcdBusy && (f.kind == killEtcd || f.kind == pauseEtcd)) {
+			if !(etcdBusy && etcdKind(f.kind)) {
 				break
 			}
 		}
 		switch f.kind {
 		case killProc, pauseProc:
-			// A lock holder's fault hits, half the time, whichever holds the lock (always in
-			// the negative control, whose faults alternate between the two workloads).
+			// A workload drawn evenly. A lock holder's or a candidate's fault hits, half the
+			// time, whichever holds the lock or leads (always in the negative control, whose
+			// faults go round the workloads in turn).
+			roles := cfg.procRoles()
 			for try := 0; ; try++ {
 				if try > 0 && try%16 == 0 { // every target busy: a little later
 					f.at += time.Second
 					t = f.at
 				}
-				locker := rng.IntN(2) == 0
+				role := roles[rng.IntN(len(roles))]
 				if cfg.unsafe {
-					locker = (n+try)%2 == 0
+					role = roles[(n+try)%len(roles)]
 				}
-				f.target = target{role: roleMember, slot: rng.IntN(cfg.members)}
-				if locker {
+				switch role {
+				case roleMember:
+					f.target = target{role: roleMember, slot: rng.IntN(cfg.members)}
+				case roleLocker:
 					f.target = target{role: roleLocker, slot: rng.IntN(cfg.lockers), leader: cfg.unsafe || rng.IntN(2) == 0}
+				case roleLeader:
+					f.target = target{role: roleLeader, slot: rng.IntN(cfg.leaders), leader: cfg.unsafe || rng.IntN(2) == 0}
+				case roleRegistrar:
+					f.target = target{role: roleRegistrar}
+				case roleViewer:
+					f.target = target{role: roleViewer, slot: rng.IntN(cfg.views)}
 				}
 				if !busy(f.target) {
 					break
@@ -154,12 +171,30 @@ func plan(rng *rand.Rand, cfg config) []*fault {
 		case killEtcd, pauseEtcd:
 			f.target = target{role: "etcd", slot: rng.IntN(3), leader: rng.IntN(5) < 2}
 			f.dur = between(time.Second, 4*time.Second)
+		case defrag:
+			f.target = target{role: "etcd", slot: rng.IntN(3), leader: rng.IntN(5) < 2}
+			f.dur = time.Second // as long as the defragmentation takes; a second is planned
 		case compact:
 			f.target = target{}
 		}
 		faults = append(faults, f)
 	}
 	return faults
+}
+
+// procRoles are the workloads that have processes in cfg.
+func (cfg config) procRoles() []string {
+	var roles []string
+	for _, r := range []struct {
+		role string
+		n    int
+	}{{roleMember, cfg.members}, {roleLocker, cfg.lockers}, {roleLeader, cfg.leaders}, {roleRegistrar, min(cfg.views, 1)}, {roleViewer, cfg.views}} {
+		// The negative control's faults go to the workloads that must be fenced.
+		if r.n > 0 && !(cfg.unsafe && (r.role == roleRegistrar || r.role == roleViewer)) {
+			roles = append(roles, r.role)
+		}
+	}
+	return roles
 }
 
 func draw(rng *rand.Rand, kinds []kind) kind {
@@ -243,12 +278,13 @@ func (in *injector) run(ctx context.Context, faults []*fault, logf func(string, 
 	}
 }
 
-// group is what two faults at once must not share: a controller member, the lock holders
-// (a fault of the lock's holder may hit any), etcd (one member down at a time keeps the
-// quorum), compaction.
+// group is what two faults at once must not share: a controller member, a viewer, the
+// lock holders (a fault of the lock's holder may hit any), the candidates (likewise for
+// the leader), the registrar, etcd (one member down at a time keeps the quorum; a
+// defragmentation counts as one), compaction.
 func (t target) group() target {
 	switch t.role {
-	case roleMember:
+	case roleMember, roleViewer:
 		return target{role: t.role, slot: t.slot}
 	default:
 		return target{role: t.role}
@@ -288,6 +324,30 @@ func (in *injector) lockHolder(ctx context.Context) (int, error) {
 	return slot, err
 }
 
+// electedLeader returns the slot of the candidate that leads: the one whose ID is the value
+// of the oldest key under the election's prefix.
+func (in *injector) electedLeader(ctx context.Context) (int, error) {
+	slot := -1
+	err := waitFor(ctx, 5*time.Second, func(ctx context.Context) error {
+		resp, err := in.cli.Get(ctx, electionPrefix, clientv3.WithFirstCreate()...)
+		if err != nil {
+			return err
+		}
+		if len(resp.Kvs) == 0 {
+			return errors.New("no candidate leads")
+		}
+		id := string(resp.Kvs[0].Value)
+		for _, p := range in.w.procs() {
+			if p.role == roleLeader && p.id == id && !p.exited() {
+				slot = p.slot
+				return nil
+			}
+		}
+		return fmt.Errorf("the leader %s is no running candidate", id)
+	})
+	return slot, err
+}
+
 // hold waits d, or until ctx ends.
 func hold(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
@@ -305,6 +365,15 @@ func (in *injector) apply(ctx context.Context, f *fault) {
 		slot, err := in.lockHolder(ctx)
 		if err != nil {
 			f.err = fmt.Errorf("finding the lock's holder: %w", err)
+			return
+		}
+		f.target.slot = slot
+		f.start = time.Now()
+	}
+	if f.target.role == roleLeader && f.target.leader {
+		slot, err := in.electedLeader(ctx)
+		if err != nil {
+			f.err = fmt.Errorf("finding the elected leader: %w", err)
 			return
 		}
 		f.target.slot = slot
@@ -346,7 +415,7 @@ func (in *injector) apply(ctx context.Context, f *fault) {
 			verdict = "did NOT outlast it"
 		}
 		f.evidence = fmt.Sprintf("stopped %.2fs, TTL %s: %s by %.2fs", paused.Seconds(), ttl, verdict, (paused - ttl).Seconds())
-	case killEtcd, pauseEtcd:
+	case killEtcd, pauseEtcd, defrag:
 		i, role := f.target.slot, "follower"
 		if f.target.leader {
 			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -365,6 +434,10 @@ func (in *injector) apply(ctx context.Context, f *fault) {
 		cancel()
 		f.victim = fmt.Sprintf("etcd m%d (%s)", i, role)
 		f.start = time.Now()
+		if f.kind == defrag {
+			f.err = in.defrag(ctx, f, i)
+			return
+		}
 		if f.kind == killEtcd {
 			if err := in.c.Kill(i); err != nil {
 				f.err = err
@@ -423,3 +496,34 @@ func (in *injector) apply(ctx context.Context, f *fault) {
 		f.evidence = fmt.Sprintf("compacted at revision %d (recorder confirmed %d, etcd at %d)", confirmed, confirmed, cur.Header.Revision)
 	}
 }
+
+// defrag defragments etcd member i (Maintenance.Defragment on its endpoint) and records its
+// database's size before and after, and how long the member was busy with it.
+func (in *injector) defrag(ctx context.Context, f *fault, i int) error {
+	ep := in.c.Endpoint(i)
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	before, err := in.cli.Status(sctx, ep)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("status of m%d before: %w", i, err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, time.Minute)
+	began := time.Now()
+	_, err = in.cli.Defragment(dctx, ep)
+	took := time.Since(began)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("defragmenting m%d: %w", i, err)
+	}
+	f.evidence = fmt.Sprintf("defragmented in %.2fs: db %s (%s in use) at revision %d",
+		took.Seconds(), mib(before.DbSize), mib(before.DbSizeInUse), before.Header.Revision)
+	sctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+	after, err := in.cli.Status(sctx, ep)
+	cancel()
+	if err == nil {
+		f.evidence += fmt.Sprintf(" -> %s (%s in use) at revision %d", mib(after.DbSize), mib(after.DbSizeInUse), after.Header.Revision)
+	}
+	return nil
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.2f MiB", float64(n)/(1<<20)) }

@@ -16,7 +16,14 @@ import (
 // record is one line of a workload process's history file (JSON lines).
 type record struct {
 	// Op is what the record tells: "out" (a write of /out/ by a controller member),
-	// "hold" (a lock holder acquired the lock), "inc" (a write of the counter).
+	// "hold" (a lock holder acquired the lock), "read" (a lock holder read the counter),
+	// "cas" (a lock holder is about to send a write of the counter: the call, logged
+	// before it so that a write cut short by kill -9 is known), "inc" (the write's outcome),
+	// "elected" (a candidate's leadership began), "lead" (a write of /leader/out/ by a leader);
+	// a registrar's "register", "deregister", "set", "delete" (Key the instance's or the
+	// configuration key's number, Value the step), "ready" (it handles SIGUSR1) and "quiet"
+	// (it stopped changing anything); a viewer's "view" (Key "discovery" or "config", Value
+	// the view; Result "final" at exit).
 	Op    string `json:"op"`
 	Proc  string `json:"proc"`
 	Key   string `json:"key,omitempty"`
@@ -30,7 +37,9 @@ type record struct {
 	Result string `json:"result,omitempty"`
 	Rev    int64  `json:"rev,omitempty"`
 	Err    string `json:"err,omitempty"`
-	T      int64  `json:"t"` // wall time, Unix ns
+	// Call is when the operation began (read, cas, inc), Unix ns; T is when it ended.
+	Call int64 `json:"call,omitempty"`
+	T    int64 `json:"t"` // wall time, Unix ns
 }
 
 func (r record) String() string {

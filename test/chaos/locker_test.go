@@ -147,7 +147,11 @@ func (h *holder) increment(ctx context.Context, guard []clientv3.Cmp, token int6
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+	call := time.Now().UnixNano()
 	resp, err := get()
+	if err == nil && len(resp.Kvs) == 1 {
+		h.hist.write(record{Op: "read", Proc: h.env.id, Key: counterKey, Token: token, Value: string(resp.Kvs[0].Value), Call: call})
+	}
 	if err == nil && len(resp.Kvs) == 0 {
 		err = errors.New("the counter is gone")
 	}
@@ -164,6 +168,8 @@ func (h *holder) increment(ctx context.Context, guard []clientv3.Cmp, token int6
 	next := counterValue{n: cur.n + 1, token: token, holder: h.env.id}
 	rec.Value = next.String()
 	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(counterKey), "=", seen.ModRevision)}, guard...)
+	rec.Call = time.Now().UnixNano()
+	h.hist.write(record{Op: "cas", Proc: h.env.id, Key: counterKey, Token: token, Value: rec.Value, Call: rec.Call})
 	actx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	tresp, err := h.cli.Txn(actx).If(cmps...).Then(clientv3.OpPut(counterKey, rec.Value)).Commit()
 	cancel()

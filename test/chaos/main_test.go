@@ -22,6 +22,12 @@ func TestMain(m *testing.M) {
 		os.Exit(runMember())
 	case roleLocker:
 		os.Exit(runLocker())
+	case roleLeader:
+		os.Exit(runLeader())
+	case roleRegistrar:
+		os.Exit(runRegistrar())
+	case roleViewer:
+		os.Exit(runViewer())
 	case "":
 		etcdtest.VerifyTestMain(m)
 	default:
@@ -47,14 +53,17 @@ const (
 
 // The environment of a workload process.
 const (
-	roleEnv      = "ETCDKIT_CHAOS_ROLE"
-	idEnv        = "ETCDKIT_CHAOS_ID"
-	endpointsEnv = "ETCDKIT_CHAOS_ENDPOINTS"
-	historyEnv   = "ETCDKIT_CHAOS_HISTORY"
-	unsafeEnv    = "ETCDKIT_CHAOS_UNSAFE" // "1": the negative control's variant
-	seedEnv      = "ETCDKIT_CHAOS_SEED"
-	roleMember   = "member"
-	roleLocker   = "locker"
+	roleEnv       = "ETCDKIT_CHAOS_ROLE"
+	idEnv         = "ETCDKIT_CHAOS_ID"
+	endpointsEnv  = "ETCDKIT_CHAOS_ENDPOINTS"
+	historyEnv    = "ETCDKIT_CHAOS_HISTORY"
+	unsafeEnv     = "ETCDKIT_CHAOS_UNSAFE" // "1": the negative control's variant
+	seedEnv       = "ETCDKIT_CHAOS_SEED"
+	roleMember    = "member"
+	roleLocker    = "locker"
+	roleLeader    = "leader"
+	roleRegistrar = "registrar"
+	roleViewer    = "viewer"
 )
 
 // config is one campaign.
@@ -65,10 +74,13 @@ type config struct {
 	duration time.Duration // how long the schedule runs, when not 0
 	members  int           // controller member processes
 	lockers  int           // lock holder processes
-	unsafe   bool          // workloads that write without the fence and ignore a lost lock
+	leaders  int           // candidates of the leader-only workload
+	views    int           // viewers of discovery and config (with one registrar), or 0
+	unsafe   bool          // the negative control's variants of the workloads (TestChaosNegative)
 	kinds    []kind        // the faults to draw from; every kind when empty
-	// converge bounds the wait for the outputs to catch up once the faults have ended.
-	converge time.Duration
+	// converge bounds the wait for the outputs to catch up once the faults have ended, and
+	// viewsBound the wait for the viewers' views to equal etcd's (converge when 0).
+	converge, viewsBound time.Duration
 }
 
 // configFromEnv reads SEED, FAULTS and DURATION over the given defaults. A SEED that is not
@@ -100,16 +112,16 @@ func configFromEnv(t *testing.T, c config) config {
 	}
 	if c.faults > 10 || c.duration > 0 {
 		// A real campaign: the full set of workload processes.
-		c.members, c.lockers = 3, 3
+		c.members, c.lockers, c.leaders, c.views = 3, 3, 3, 2
 	}
 	return c
 }
 
 // TestChaos runs a campaign and fails on any violation. Without FAULTS or DURATION it is
-// the smoke run of go test (8 faults, two members and two lock holders); make chaos
-// sets them for a long one.
+// the smoke run of go test (8 faults; two members, two lock holders, two candidates, a
+// registrar and two viewers); make chaos sets them for a long one (three of each).
 func TestChaos(t *testing.T) {
-	cfg := configFromEnv(t, config{name: "campaign", faults: 8, members: 2, lockers: 2, converge: 90 * time.Second})
+	cfg := configFromEnv(t, config{name: "campaign", faults: 8, members: 2, lockers: 2, leaders: 2, views: 2, converge: 90 * time.Second})
 	res := run(t, cfg)
 	t.Log("\n" + res.report())
 	if path := os.Getenv("CHAOS_REPORT"); path != "" {
@@ -123,12 +135,15 @@ func TestChaos(t *testing.T) {
 }
 
 // TestChaosNegative runs a short campaign of pauses against workloads that write without
-// the fence (a plain store write guarded by the output's mod revision alone) and lock
-// holders that ignore a lost lock (no Guard, the Lost channel unread): the checkers must
-// report the writes made without ownership. Checkers that cannot fail prove nothing.
+// the fence (a plain store write guarded by the output's mod revision alone), lock
+// holders that ignore a lost lock (no Guard, the Lost channel unread) and leaders that
+// ignore a lost leadership (they go on writing, unfenced, under their old token): the
+// checkers must report the writes made without ownership. Checkers that cannot fail
+// prove nothing.
 func TestChaosNegative(t *testing.T) {
-	cfg := configFromEnv(t, config{name: "negative control", faults: 6, members: 2, lockers: 2, converge: 90 * time.Second})
-	cfg.members, cfg.lockers = 2, 2
+	cfg := configFromEnv(t, config{name: "negative control", faults: 6, members: 2, lockers: 2, leaders: 2, views: 1, converge: 90 * time.Second})
+	cfg.members, cfg.lockers, cfg.leaders, cfg.views = 2, 2, 2, 1
+	cfg.viewsBound = 3 * time.Second // its viewer never catches up: no need to wait long
 	cfg.unsafe = true
 	cfg.kinds = []kind{pauseProc}
 	if cfg.duration == 0 {
@@ -146,6 +161,12 @@ func TestChaosNegative(t *testing.T) {
 	}
 	if by[checkCounter] == 0 {
 		t.Errorf("seed %d: the counter checker found no write made without the lock, though the holders ignored its loss through %d pauses", cfg.seed, cfg.faults)
+	}
+	if by[checkViews] == 0 {
+		t.Errorf("seed %d: the views checker found no viewer behind etcd, though the viewer never followed the changes", cfg.seed)
+	}
+	if by[checkLeader] == 0 {
+		t.Errorf("seed %d: the leader checker found no write made without the leadership, though the candidates ignored its loss through %d pauses", cfg.seed, cfg.faults)
 	}
 	if t.Failed() {
 		return

@@ -17,9 +17,9 @@ import (
 
 // proc is one incarnation of a workload process.
 type proc struct {
-	role         string // roleMember or roleLocker
+	role         string // roleMember, roleLocker, roleLeader, roleRegistrar or roleViewer
 	slot         int
-	id           string // member ID or holder name: new at every incarnation
+	id           string // member ID, holder, candidate or viewer name: new at every incarnation
 	history      string
 	log          string
 	cmd          *exec.Cmd
@@ -44,8 +44,15 @@ type workloads struct {
 }
 
 func slotName(role string, slot int) string {
-	if role == roleMember {
+	switch role {
+	case roleMember:
 		return "ctl" + strconv.Itoa(slot+1)
+	case roleLeader:
+		return "cand" + strconv.Itoa(slot+1)
+	case roleRegistrar:
+		return "reg" + strconv.Itoa(slot+1)
+	case roleViewer:
+		return "viewer" + strconv.Itoa(slot+1)
 	}
 	return "holder" + strconv.Itoa(slot+1)
 }

@@ -3,6 +3,7 @@
 package chaos_test
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"sort"
@@ -22,7 +23,12 @@ type result struct {
 	writes, writeErrs        int            // the writer's puts
 	outWrites                int            // /out/ writes etcd accepted
 	counterWrites            int            // counter writes etcd accepted
-	unlogged                 int            // accepted writes no process logged
+	leaderWrites             int            // /leader/out/ writes etcd accepted
+	linearOps, linearWindows int            // the counter's operations checked by Porcupine, in windows
+	linearTime               time.Duration
+	viewsConverged           bool
+	viewsTime                time.Duration // from the registrar's quiet to the viewers' views equal to etcd's
+	unlogged                 int           // accepted writes no process logged
 	events, recorderRestarts int
 	revision                 int64
 	converged                bool
@@ -36,7 +42,12 @@ func (r *result) tally(hists map[string][]record, procs []*proc) {
 	r.incarnations = len(procs)
 	for _, rs := range hists {
 		for _, rec := range rs {
-			name := map[string]string{"out": "controller write", "inc": "counter write", "hold": "lock acquire"}[rec.Op]
+			name := map[string]string{"out": "controller write", "inc": "counter write", "hold": "lock acquire",
+				"lead": "leader write", "elected": "leadership", "register": "discovery register",
+				"deregister": "discovery deregister", "set": "config set", "delete": "config delete", "view": "viewer view"}[rec.Op]
+			if name == "" {
+				continue
+			}
 			r.ops[name+" "+rec.Result]++
 		}
 	}
@@ -73,18 +84,24 @@ func (r *result) analyze(evs []event, hists map[string][]record) {
 		}
 		switch {
 		case f.kind == killProc || f.kind == pauseProc:
-			if f.target.role == roleMember {
+			switch f.target.role {
+			case roleMember:
 				r.memberFailover(f, evs)
-			} else {
+			case roleLocker:
 				r.holderFailover(f, evs)
+			case roleLeader:
+				r.leaderFailover(f, evs)
 			}
-			if f.kind == pauseProc {
+			if f.kind == pauseProc && f.target.role == roleViewer {
+				f.evidence += "; a viewer holds no lease"
+			} else if f.kind == pauseProc {
 				n := 0
 				for _, e := range evs {
 					if e.put || e.at.Before(f.start) || !e.at.Before(f.end) {
 						continue
 					}
-					mine := e.prevValue == f.victim && strings.HasPrefix(e.key, root) ||
+					mine := e.prevValue == f.victim && (strings.HasPrefix(e.key, root) || strings.HasPrefix(e.key, electionPrefix)) ||
+						f.target.role == roleRegistrar && strings.HasPrefix(e.key, servicesPrefix+"/") ||
 						leases[f.victim][e.prevLea] && strings.HasPrefix(e.key, lockKey+"/")
 					if mine {
 						n++
@@ -102,7 +119,7 @@ func (r *result) analyze(evs []event, hists map[string][]record) {
 					}
 				}
 			}
-		case f.kind == killEtcd || f.kind == pauseEtcd:
+		case etcdKind(f.kind):
 			var out, cnt time.Time
 			for _, e := range evs {
 				if !e.put || !e.at.After(f.start) {
@@ -166,6 +183,32 @@ func (r *result) holderFailover(f *fault, evs []event) {
 	}
 }
 
+// leaderFailover: until another candidate's write of /leader/out/ is accepted, when the
+// victim led as the fault began (made the last leader write before it).
+func (r *result) leaderFailover(f *fault, evs []event) {
+	led := false
+	for _, e := range evs {
+		if !e.put || !strings.HasPrefix(e.key, leaderOutPrefix) {
+			continue
+		}
+		o, err := parseLeaderOutput(e.value)
+		if err != nil {
+			continue
+		}
+		if !e.at.After(f.start) {
+			led = o.Leader == f.victim
+			continue
+		}
+		if !led {
+			return
+		}
+		if o.Leader != f.victim {
+			r.failover[f] = e.at.Sub(f.start)
+			return
+		}
+	}
+}
+
 func percentile(ds []time.Duration, p float64) time.Duration {
 	if len(ds) == 0 {
 		return 0
@@ -185,7 +228,8 @@ func (r *result) report() string {
 		verdict = fmt.Sprintf("%d VIOLATIONS", len(r.violations))
 	}
 	p("== chaos %s: SEED=%d, %d faults, %s (%s)", r.cfg.name, r.cfg.seed, len(r.faults), secs(r.wall), verdict)
-	p("workloads: %d controller members, %d lock holders (%d incarnations), writer on %d items; unsafe=%v", r.cfg.members, r.cfg.lockers, r.incarnations, items, r.cfg.unsafe)
+	p("workloads: %d controller members, %d lock holders, %d candidates, %d viewers (%d incarnations), writer on %d items; unsafe=%v",
+		r.cfg.members, r.cfg.lockers, r.cfg.leaders, r.cfg.views, r.incarnations, items, r.cfg.unsafe)
 	p("")
 	p("faults:")
 	p("  %-3s %-8s %-7s %-18s %-16s %-10s %s", "#", "start", "length", "kind", "victim", "failover", "evidence")
@@ -243,8 +287,15 @@ func (r *result) report() string {
 	p("  %-32s %7d", "writer puts failed", r.writeErrs)
 	p("  %-32s %7d", "etcd: /out/ writes accepted", r.outWrites)
 	p("  %-32s %7d", "etcd: counter writes accepted", r.counterWrites)
+	p("  %-32s %7d", "etcd: leader writes accepted", r.leaderWrites)
 	p("  %-32s %7d", "etcd: accepted, not logged", r.unlogged)
 	p("history: %d events up to revision %d, recorder watch restarted %d times", r.events, r.revision, r.recorderRestarts)
+	p("linearizability: %d operations on the counter checked in %d windows in %s", r.linearOps, r.linearWindows, secs(r.linearTime))
+	if r.cfg.views > 0 && r.viewsConverged {
+		p("views: every viewer's discovery and config view equal to etcd's %s after the registrar stopped", secs(r.viewsTime))
+	} else if r.cfg.views > 0 {
+		p("views: NOT equal to etcd's within %s", secs(cmp.Or(r.cfg.viewsBound, r.cfg.converge)))
+	}
 	if r.converged {
 		p("convergence: every output caught up %s after the last fault ended", secs(r.convergence))
 	} else {

@@ -77,5 +77,8 @@
 // "election/" holds the candidates' keys; with Sharding, "members/<id>" the members (JSON
 // MemberInfo, on the member's lease), "assignments/<shard>" the assigned member (written
 // by the leader only), "owners/<shard>" the owner (on its lease) and "shards" the shard
-// count, which must not change between runs.
+// count, which must not change between runs. In the range mode (RangeShards) the units are
+// slices: "slices" holds the slice map (JSON, written by the leader only), "assignments/<id>"
+// and "owners/<id>" are per slice ID, "reports/<id>" each member's report of its slices (on
+// its lease), and "shards" holds "ranges".
 package manager

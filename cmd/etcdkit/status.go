@@ -26,8 +26,11 @@ type statusOutput struct {
 	Candidates []candidate `json:"candidates"`
 	// Members are the registrations under <root>members/ (sharded managers), by ID.
 	Members []member `json:"members"`
-	// Sharding is the shard map; nil for a manager without sharding.
+	// Sharding is the shard map; nil for a manager without sharding, and for one in the
+	// range mode, whose slices /debug/shards of a member shows (Slices).
 	Sharding *sharding `json:"sharding"`
+	// Mode is "ranges" for a manager in the range mode.
+	Mode string `json:"mode,omitempty"`
 }
 
 // member is one registered member: what it registered, and its part of the shard map.
@@ -127,6 +130,8 @@ func readStatus(ctx context.Context, e *env, name, root string, rev int64, kvs [
 		rel := strings.TrimPrefix(string(kv.Key), root)
 		dir, leaf, _ := strings.Cut(rel, "/")
 		switch {
+		case rel == "shards" && string(kv.Value) == "ranges":
+			out.Mode = "ranges"
 		case rel == "shards":
 			n, err := strconv.Atoi(string(kv.Value))
 			if err != nil || n <= 0 {
@@ -163,7 +168,7 @@ func readStatus(ctx context.Context, e *env, name, root string, rev int64, kvs [
 		out.Candidates = append(out.Candidates, cands[1:]...)
 	}
 	sort.Slice(out.Members, func(i, j int) bool { return out.Members[i].ID < out.Members[j].ID })
-	if !hasShards {
+	if !hasShards || out.Mode == "ranges" {
 		return out
 	}
 	if shards == 0 { // the count is stored on the first run; derive it if it is missing

@@ -14,6 +14,8 @@ type Stats struct {
 	// SplitAt is a slice key strictly inside the slice that cuts its keys about in half
 	// (their median slice key); "" when the slice holds one slice key and cannot be cut.
 	SplitAt string `json:"splitAt,omitempty"`
+	// Age is how long, in seconds, the reporting member has owned the slice.
+	Age float64 `json:"age"`
 }
 
 // Policy tunes Plan. The zero value takes the defaults.
@@ -26,11 +28,19 @@ type Policy struct {
 	// share are merged (default 0.1), so that slices do not multiply without need.
 	Merge float64
 	// Tolerance: a member more than this fraction over its share gives slices to the least
-	// loaded member (default 0.1).
+	// loaded member (default 0.15).
 	Tolerance float64
 	// MaxSlices caps the slice count (default 1024); MinSlices is kept per member (default
 	// 2), so that every member can be given some.
 	MaxSlices, MinSlices int
+	// MinAge is how long, in seconds, a slice must have been owned by its reporter before
+	// it is split or merged (default 5): its figures are those of a settled owner, and a
+	// slice just made is not changed again at once.
+	MinAge float64
+	// LoadFloor damps the load's part of the weight while the total load is low (default
+	// 50 reconciles per second): it counts for load/(load+LoadFloor) of its share, so that
+	// a few reconciles do not make a slice look hot.
+	LoadFloor float64
 }
 
 func (p Policy) withDefaults() Policy {
@@ -41,13 +51,19 @@ func (p Policy) withDefaults() Policy {
 		p.Merge = 0.1
 	}
 	if p.Tolerance <= 0 {
-		p.Tolerance = 0.1
+		p.Tolerance = 0.15
 	}
 	if p.MaxSlices <= 0 {
 		p.MaxSlices = 1024
 	}
 	if p.MinSlices <= 0 {
 		p.MinSlices = 2
+	}
+	if p.MinAge <= 0 {
+		p.MinAge = 5
+	}
+	if p.LoadFloor <= 0 {
+		p.LoadFloor = 50
 	}
 	return p
 }
@@ -71,8 +87,9 @@ type Plan struct {
 	Moves int
 }
 
-// weights returns each slice's share of the keys plus its share of the load.
-func weights(m Map, stats map[int64]Stats) map[int64]float64 {
+// weights returns each slice's share of the keys plus its share of the load, the latter
+// damped by load/(load+floor).
+func weights(m Map, stats map[int64]Stats, floor float64) map[int64]float64 {
 	var keys, load float64
 	for _, s := range m.Slices {
 		keys += float64(stats[s.ID].Keys)
@@ -85,7 +102,7 @@ func weights(m Map, stats map[int64]Stats) map[int64]float64 {
 			w[s.ID] += float64(st.Keys) / keys
 		}
 		if load > 0 {
-			w[s.ID] += st.Load / load
+			w[s.ID] += st.Load / load * load / (load + floor)
 		}
 	}
 	return w
@@ -120,7 +137,11 @@ func Decide(m Map, stats map[int64]Stats, members []string, current map[int64]st
 		plan.Assign = map[int64]string{}
 		return plan
 	}
-	w := weights(m, stats)
+	w := weights(m, stats, p.LoadFloor)
+	settled := func(id int64) bool {
+		st, ok := stats[id]
+		return ok && st.Age >= p.MinAge
+	}
 	share := 0.0
 	for _, x := range w {
 		share += x
@@ -139,7 +160,7 @@ func Decide(m Map, stats map[int64]Stats, members []string, current map[int64]st
 	for _, s := range byWeight {
 		few := len(plan.Map.Slices) < p.MinSlices*len(active)
 		heavy := share > 0 && w[s.ID] > p.Split*share
-		if budget == 0 || len(plan.Map.Slices) >= p.MaxSlices || !(heavy || (few && w[s.ID] > 0)) {
+		if budget == 0 || len(plan.Map.Slices) >= p.MaxSlices || !settled(s.ID) || !(heavy || (few && w[s.ID] > 0)) {
 			continue
 		}
 		at := stats[s.ID].SplitAt
@@ -173,8 +194,8 @@ func Decide(m Map, stats map[int64]Stats, members []string, current map[int64]st
 		if len(plan.Map.Slices) <= p.MinSlices*len(active) {
 			break
 		}
-		if fresh[a.ID] || fresh[b.ID] || w[a.ID]+w[b.ID] >= p.Merge*share {
-			continue
+		if fresh[a.ID] || fresh[b.ID] || !settled(a.ID) || !settled(b.ID) || w[a.ID]+w[b.ID] >= p.Merge*share {
+			continue // a slice not reported yet (just made) may be anything but light
 		}
 		next, joined, err := plan.Map.Merge(a.ID, b.ID)
 		if err != nil {
@@ -246,8 +267,9 @@ func balance(m Map, w map[int64]float64, members []string, active map[string]boo
 	moves := 0
 	for range len(m.Slices) {
 		// The most loaded member over its share gives the slice that best evens it with the
-		// least loaded one, lighter than their gap and leaving the receiver within the
-		// tolerance: a move never makes another member one to move from.
+		// least loaded one, lighter than their gap and leaving the receiver within half the
+		// tolerance: a move never makes another member one to move from, and figures that
+		// drift a little do not move a slice back.
 		from := ""
 		for _, id := range members {
 			if active[id] && (from == "" || load[id] > load[from]) {
@@ -262,7 +284,7 @@ func balance(m Map, w map[int64]float64, members []string, active map[string]boo
 		var pick *Slice
 		best := gap
 		for i, s := range m.Slices {
-			if assign[s.ID] != from || w[s.ID] >= gap || load[to]+w[s.ID] > share*(1+tol) {
+			if assign[s.ID] != from || w[s.ID] >= gap || load[to]+w[s.ID] > share*(1+tol/2) {
 				continue
 			}
 			if after := abs(gap - 2*w[s.ID]); after < best {

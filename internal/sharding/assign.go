@@ -30,7 +30,7 @@ func (sh *Member) Assign(ctx context.Context) error {
 	for {
 		timer.Stop()
 		if sh.state.Revision() >= written {
-			rev, err := sh.writeAssignment(ctx, fc)
+			rev, err := sh.mode.writeAssignment(ctx, fc)
 			switch {
 			case err != nil && ctx.Err() != nil:
 				return nil
@@ -75,7 +75,7 @@ func (sh *Member) currentAssignment() map[int]string {
 	prefix := sh.root + "assignments/"
 	for _, kv := range sh.state.List(sh.root + "assignments/") {
 		s, err := strconv.Atoi(strings.TrimPrefix(string(kv.Key), prefix))
-		if err != nil || s < 0 || s >= sh.o.Shards {
+		if err != nil || s < 0 || (!sh.o.Ranges && s >= sh.o.Shards) {
 			continue
 		}
 		cur[s] = string(kv.Value)
@@ -83,9 +83,10 @@ func (sh *Member) currentAssignment() map[int]string {
 	return cur
 }
 
-// writeAssignment computes the target assignment and writes what differs from the stored
-// one. It returns the revision of its last write (0 when nothing changed).
-func (sh *Member) writeAssignment(ctx context.Context, fc fence.Fence) (int64, error) {
+// writeAssignment computes the target assignment of the hash mode and writes what differs
+// from the stored one. It returns the revision of its last write (0 when nothing changed).
+func (h hashMode) writeAssignment(ctx context.Context, fc fence.Fence) (int64, error) {
+	sh := h.sh
 	members := sh.activeMembers()
 	cur := sh.currentAssignment()
 	target := shard.Assign(sh.o.Shards, members, cur)

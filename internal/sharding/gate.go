@@ -36,7 +36,10 @@ type shardGate struct {
 
 // Wants keeps the keys of shards owned elsewhere out of the queue.
 func (g *shardGate) Wants(key string) bool {
-	s := g.sh.shardOf(g.key, key)
+	s, ok := g.sh.unitOf(g.key, key)
+	if !ok {
+		return false
+	}
 	g.sh.mu.Lock()
 	defer g.sh.mu.Unlock()
 	o := g.sh.held[s]
@@ -46,7 +49,10 @@ func (g *shardGate) Wants(key string) bool {
 // Admit implements gate.Gate.
 func (g *shardGate) Admit(ctx context.Context, key string) (context.Context, func(), bool) {
 	sh := g.sh
-	s := sh.shardOf(g.key, key)
+	s, ok := sh.unitOf(g.key, key)
+	if !ok {
+		return nil, nil, false
+	}
 	sh.mu.Lock()
 	o, sess := sh.held[s], sh.sess
 	if o == nil || o.draining || sess == nil || !sess.Valid() || o.ctx.Err() != nil {
@@ -54,6 +60,7 @@ func (g *shardGate) Admit(ctx context.Context, key string) (context.Context, fun
 		return nil, nil, false
 	}
 	o.inflight++
+	sh.admitted[s]++
 	sh.mu.Unlock()
 	f := fence.Fence{
 		Cmps:   []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(sh.ownerKey(s)), "=", o.token)},

@@ -18,7 +18,7 @@ import (
 	"github.com/etcdkit/etcdkit/internal/etcdutil"
 	"github.com/etcdkit/etcdkit/internal/gate"
 	"github.com/etcdkit/etcdkit/internal/lease"
-	"github.com/etcdkit/etcdkit/internal/shard"
+	"github.com/etcdkit/etcdkit/internal/ranges"
 	"github.com/etcdkit/etcdkit/reconcile"
 	"github.com/etcdkit/etcdkit/source"
 )
@@ -32,6 +32,11 @@ type Options struct {
 	Shards       int
 	ShardKey     func(key string) string
 	DrainTimeout time.Duration
+	// Ranges selects the range mode (slices the leader splits, merges and moves by the
+	// members' reports, every ReportInterval, as Policy says) over the hash mode.
+	Ranges         bool
+	ReportInterval time.Duration
+	Policy         ranges.Policy
 }
 
 // Deps is what a member needs of the replica it runs in.
@@ -89,7 +94,10 @@ type Member struct {
 	log    logr.Logger
 	client *clientv3.Client
 
-	// state caches the manager's keys (members/, assignments/, owners/ under the root).
+	// mode is the hash or the range mode.
+	mode mode
+	// state caches the manager's keys (members/, assignments/, owners/, and in the range
+	// mode slices and reports/, under the root).
 	state            *source.Source
 	poke, assignPoke chan struct{}
 	synced           chan struct{} // closed once state has synced
@@ -98,6 +106,7 @@ type Member struct {
 	sess     *lease.Session
 	info     MemberInfo
 	held     map[int]*owned
+	admitted map[int]int   // reconciles admitted per unit since the last report
 	gone     map[int]int64 // token of the last ownership of each shard that ended here
 	leaving  bool
 	changed  chan struct{} // closed and replaced when held changes
@@ -117,6 +126,7 @@ func New(d Deps, o Options) (*Member, error) {
 		poke:       make(chan struct{}, 1),
 		assignPoke: make(chan struct{}, 1),
 		held:       map[int]*owned{},
+		admitted:   map[int]int{},
 		gone:       map[int]int64{},
 		changed:    make(chan struct{}),
 		synced:     make(chan struct{}),
@@ -125,7 +135,13 @@ func New(d Deps, o Options) (*Member, error) {
 	// (etcd expiring a member's lease) is seen at once.
 	ours := func(e source.Event) bool {
 		rest := strings.TrimPrefix(e.Key, sh.root)
-		return strings.HasPrefix(rest, "members/") || strings.HasPrefix(rest, "assignments/") || strings.HasPrefix(rest, "owners/")
+		return strings.HasPrefix(rest, "members/") || strings.HasPrefix(rest, "assignments/") || strings.HasPrefix(rest, "owners/") ||
+			(o.Ranges && (rest == "slices" || strings.HasPrefix(rest, "reports/")))
+	}
+	if o.Ranges {
+		sh.mode = &rangeMode{sh: sh}
+	} else {
+		sh.mode = hashMode{sh: sh}
 	}
 	var err error
 	if sh.state, err = source.New(d.Client, sh.root, source.Options{Logger: sh.log.WithName("state"), Predicates: []source.Predicate{ours}}); err != nil {
@@ -143,6 +159,9 @@ func (sh *Member) ownerKey(s int) string      { return sh.root + "owners/" + str
 func (sh *Member) CheckShardCount(ctx context.Context) error {
 	key := sh.root + "shards"
 	want := strconv.Itoa(sh.o.Shards)
+	if sh.o.Ranges {
+		want = "ranges"
+	}
 	resp, err := sh.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 		Then(clientv3.OpPut(key, want)).
@@ -175,14 +194,23 @@ func (sh *Member) Register(c *reconcile.Controller, key func(string) string) gat
 	if key == nil {
 		key = sh.o.ShardKey
 	}
+	if key == nil {
+		var prefixes []string
+		for _, src := range c.Sources() {
+			prefixes = append(prefixes, src.Prefix())
+		}
+		key = sh.mode.defaultKey(prefixes)
+	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.targets = append(sh.targets, sharded{c: c, key: key})
 	return &shardGate{sh: sh, key: key}
 }
 
-func (sh *Member) shardOf(key func(string) string, k string) int {
-	return shard.Of(key(k), sh.o.Shards)
+// unitOf returns the unit (shard or slice) of a key of a controller with the shard-key
+// function key; false when it has none yet (the range mode before the first map).
+func (sh *Member) unitOf(key func(string) string, k string) (int, bool) {
+	return sh.mode.unitOf(key(k))
 }
 
 // notify wakes the member loop and the assigner.

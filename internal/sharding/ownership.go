@@ -46,6 +46,18 @@ const retryDelay = 200 * time.Millisecond
 
 // serve acts on every change of assignments and owners until the session ends or ctx does.
 func (sh *Member) serve(ctx context.Context, sess *lease.Session) {
+	if r, ok := sh.mode.(*rangeMode); ok {
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { // the reports of this session: end with serve
+			defer close(done)
+			r.reportLoop(rctx, sess)
+		}()
+		defer func() {
+			cancel()
+			<-done
+		}()
+	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -81,7 +93,7 @@ func (sh *Member) step(ctx context.Context, sess *lease.Session) time.Time {
 	var claimed, toClaim []int
 	var toRelease []release
 	me := self{id: sh.id, lease: sess.ID()}
-	for s := 0; s < sh.o.Shards; s++ {
+	for _, s := range sh.mode.units() {
 		u := unit{seen: seen}
 		if kv, ok := sh.state.Get(sh.assignKey(s)); ok {
 			u.assignee = string(kv.Value)
@@ -109,7 +121,7 @@ func (sh *Member) step(ctx context.Context, sess *lease.Session) time.Time {
 		case a.adopt:
 			sh.activate(s, u.owner.CreateRevision, sess)
 			claimed = append(claimed, s)
-		case a.claim:
+		case a.claim && sh.mode.claimable(s):
 			toClaim = append(toClaim, s)
 		case a.lose:
 			sh.drop(s, o, fmt.Errorf("%w: owners/%d was deleted or taken over", errShardLost, s))
@@ -171,9 +183,14 @@ func (sh *Member) claim(ctx context.Context, sess *lease.Session, shards []int) 
 				[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
 				[]clientv3.Op{clientv3.OpPut(key, sh.id, clientv3.WithLease(sess.ID()))}, nil)
 		}
-		resp, err := sh.client.Txn(ctx).Then(ops...).Commit()
+		resp, err := sh.client.Txn(ctx).If(sh.mode.claimCmps()...).Then(ops...).Commit()
 		if err != nil {
 			return got, fmt.Errorf("sharding: claiming %d shards under %s: %w", n, sh.root+"owners/", err)
+		}
+		if !resp.Succeeded {
+			// The slice map changed since the pass decided: the next pass decides again.
+			sh.notify()
+			return got, nil
 		}
 		for i, s := range shards[:n] {
 			if resp.Responses[i].GetResponseTxn().GetSucceeded() {
@@ -209,7 +226,10 @@ func (sh *Member) resync(shards []int) {
 	targets := append([]sharded(nil), sh.targets...)
 	sh.mu.Unlock()
 	for _, t := range targets {
-		t.c.ResyncWhere(func(req reconcile.Request) bool { return set[sh.shardOf(t.key, req.Key)] })
+		t.c.ResyncWhere(func(req reconcile.Request) bool {
+			u, ok := sh.unitOf(t.key, req.Key)
+			return ok && set[u]
+		})
 	}
 	sh.log.Info("claimed shards", "shards", shards)
 }

@@ -25,12 +25,32 @@ type Status struct {
 	Owned []OwnedShard `json:"owned"`
 	// QueueDepth counts the requests waiting in this member's sharded controllers, by shard.
 	QueueDepth map[int]int `json:"queueDepth"`
+	// Slices is the slice map of the range mode, retired slices last (Shards counts the
+	// others); Assignment and Owners are empty in that mode.
+	Slices []SliceStatus `json:"slices,omitempty"`
+}
+
+// SliceStatus is one slice of the range mode: its ID and bounds [Lo, Hi) of slice-key
+// values (Hi "" is no bound), whether a split or merge replaced it (its owner has not
+// released it yet), its assigned member and owner, and its owner's last report.
+type SliceStatus struct {
+	ID       int64   `json:"id"`
+	Lo       string  `json:"lo"`
+	Hi       string  `json:"hi"`
+	Retired  bool    `json:"retired,omitempty"`
+	Assigned string  `json:"assigned"`
+	Owner    string  `json:"owner"`
+	Keys     int     `json:"keys"`
+	Load     float64 `json:"load"`
 }
 
 // Settled reports whether the sharding is at rest: every shard assigned, owned by its
 // assignee and not draining here, and the assignment balanced (every member that holds
 // shards has floor(S/N) or ceil(S/N) of them).
 func (st Status) Settled() bool {
+	if len(st.Slices) > 0 {
+		return st.slicesSettled()
+	}
 	count := map[string]int{}
 	for s := 0; s < st.Shards; s++ {
 		if s >= len(st.Assignment) || s >= len(st.Owners) || st.Assignment[s] == "" || st.Owners[s] != st.Assignment[s] {
@@ -55,6 +75,22 @@ func (st Status) Settled() bool {
 	return true
 }
 
+// slicesSettled is Settled in the range mode: every slice assigned and owned by its
+// assignee, none retired, none draining here.
+func (st Status) slicesSettled() bool {
+	for _, s := range st.Slices {
+		if s.Retired || s.Assigned == "" || s.Owner != s.Assigned {
+			return false
+		}
+	}
+	for _, o := range st.Owned {
+		if o.Draining {
+			return false
+		}
+	}
+	return true
+}
+
 // OwnedShard is one shard this member owns.
 type OwnedShard struct {
 	Shard int `json:"shard"`
@@ -69,6 +105,9 @@ type OwnedShard struct {
 // Status reports the member's view of the sharding.
 func (sh *Member) Status(ctx context.Context) Status {
 	st := Status{Member: sh.id, Shards: sh.o.Shards, QueueDepth: map[int]int{}}
+	if sh.o.Ranges {
+		st.Shards = 0 // the slices of the map, once there is one
+	}
 	if sh.d.Leader != nil {
 		// A member cut off from etcd still reports what it knows locally.
 		lctx, cancel := context.WithTimeout(ctx, statusTimeout)
@@ -85,16 +124,7 @@ func (sh *Member) Status(ctx context.Context) Status {
 			st.Members = append(st.Members, info)
 		}
 	}
-	st.Assignment = make([]string, sh.o.Shards)
-	for s, m := range sh.currentAssignment() {
-		st.Assignment[s] = m
-	}
-	st.Owners = make([]string, sh.o.Shards)
-	for s := range st.Owners {
-		if kv, ok := sh.state.Get(sh.ownerKey(s)); ok {
-			st.Owners[s] = string(kv.Value)
-		}
-	}
+	sh.mode.fill(&st)
 	sh.mu.Lock()
 	for s, o := range sh.held {
 		st.Owned = append(st.Owned, OwnedShard{Shard: s, Token: o.token, Since: o.since, Draining: o.draining, InFlight: o.inflight})
@@ -104,7 +134,9 @@ func (sh *Member) Status(ctx context.Context) Status {
 	sort.Slice(st.Owned, func(i, j int) bool { return st.Owned[i].Shard < st.Owned[j].Shard })
 	for _, t := range targets {
 		for _, req := range t.c.Queued() {
-			st.QueueDepth[sh.shardOf(t.key, req.Key)]++
+			if u, ok := sh.unitOf(t.key, req.Key); ok {
+				st.QueueDepth[u]++
+			}
 		}
 	}
 	return st

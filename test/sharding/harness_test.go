@@ -38,6 +38,8 @@ type harness struct {
 	members []*member
 	// memberTTL is the LeaseTTL of the members started from now on; ttl when 0.
 	memberTTL time.Duration
+	// ranges starts the members from now on in the range mode.
+	ranges bool
 }
 
 func newHarness() *harness {
@@ -72,6 +74,9 @@ func (h *harness) start(id string) *member {
 	)
 	if h.memberTTL != 0 {
 		cmd.Env = append(cmd.Env, ttlEnv+"="+h.memberTTL.String())
+	}
+	if h.ranges {
+		cmd.Env = append(cmd.Env, rangesEnv+"=1")
 	}
 	s, err := gexec.Start(cmd, GinkgoWriter, GinkgoWriter)
 	Expect(err).NotTo(HaveOccurred())

@@ -36,6 +36,7 @@ const (
 	endpointsEnv = "ETCDKIT_SHARDTEST_ENDPOINTS"
 	historyEnv   = "ETCDKIT_SHARDTEST_HISTORY" // the member's history file
 	ttlEnv       = "ETCDKIT_SHARDTEST_TTL"     // the member's LeaseTTL, as time.ParseDuration reads it; ttl when unset
+	rangesEnv    = "ETCDKIT_SHARDTEST_RANGES"  // "1": the range mode (manager.RangeShards)
 )
 
 // slowPrefix marks an item whose reconcile takes slowFor, whatever happens to its context:
@@ -119,11 +120,15 @@ func runMember() int {
 		fmt.Fprintln(os.Stderr, id, prefix, args)
 	}, funcr.Options{Verbosity: 1, LogTimestamp: true})
 
+	sharding := &manager.ShardingOptions{Shards: shards, DrainTimeout: 5 * time.Second}
+	if os.Getenv(rangesEnv) == "1" {
+		sharding = &manager.ShardingOptions{Mode: manager.RangeShards, ReportInterval: 300 * time.Millisecond, DrainTimeout: 5 * time.Second}
+	}
 	mgr, err := manager.New(manager.Options{
 		Client: cli, Name: managerName, ID: id, LeaseTTL: leaseTTL,
 		GracefulShutdownTimeout: 10 * time.Second,
 		HealthProbeAddr:         "127.0.0.1:0",
-		Sharding:                &manager.ShardingOptions{Shards: shards, DrainTimeout: 5 * time.Second},
+		Sharding:                sharding,
 		Logger:                  log,
 	})
 	if err != nil {

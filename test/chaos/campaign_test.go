@@ -5,9 +5,12 @@ package chaos_test
 import (
 	"cmp"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -71,7 +74,7 @@ func run(t *testing.T, cfg config) *result {
 		t.Fatal(err)
 	}
 
-	w := newWorkloads(dir, c.Endpoints(), cfg.seed, cfg.unsafe)
+	w := newWorkloads(dir, c.Endpoints(), cfg.seed, cfg.unsafe, cfg.ranges)
 	t.Cleanup(func() { w.stopAll(5 * time.Second) }) // after a t.Fatal
 	for i := range cfg.members {
 		if _, err := w.start(roleMember, i); err != nil {
@@ -98,7 +101,7 @@ func run(t *testing.T, cfg config) *result {
 			t.Fatal(err)
 		}
 	}
-	if err := waitFor(ctx, 90*time.Second, func(ctx context.Context) error { return allOwned(ctx, cli) }); err != nil {
+	if err := waitFor(ctx, 90*time.Second, func(ctx context.Context) error { return allOwned(ctx, cli, cfg.ranges) }); err != nil {
 		t.Fatalf("the members did not come to own every shard: %v (logs in %s)", err, dir)
 	}
 
@@ -172,7 +175,7 @@ func run(t *testing.T, cfg config) *result {
 		t.Fatal(err)
 	}
 	var vs []violation
-	vs, res.outWrites = checkFencingHistory(evs, hists)
+	vs, res.outWrites = checkFencingHistory(evs, hists, cfg.ranges)
 	res.violations = append(res.violations, vs...)
 	vs, res.counterWrites = checkCounterHistory(evs, hists)
 	res.violations = append(res.violations, vs...)
@@ -225,8 +228,12 @@ func waitFor(ctx context.Context, bound time.Duration, cond func(context.Context
 	}
 }
 
-// allOwned holds when every shard has an owner.
-func allOwned(ctx context.Context, cli *clientv3.Client) error {
+// allOwned holds when every shard has an owner, or in the range mode every slice of the
+// map (and no retired one is left).
+func allOwned(ctx context.Context, cli *clientv3.Client, ranges bool) error {
+	if ranges {
+		return slicesOwned(ctx, cli)
+	}
 	resp, err := cli.Get(ctx, root+"owners/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		return err
@@ -326,4 +333,44 @@ func (w *writer) stop() (int, int) {
 	w.cancel()
 	w.wg.Wait()
 	return int(w.puts.Load()), int(w.errs.Load())
+}
+
+// slicesOwned holds when every slice of the range mode's map has an owner and no retired
+// slice is left.
+func slicesOwned(ctx context.Context, cli *clientv3.Client) error {
+	resp, err := cli.Txn(ctx).Then(
+		clientv3.OpGet(root+"slices"),
+		clientv3.OpGet(root+"owners/", clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return err
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 {
+		return errors.New("no slice map yet")
+	}
+	var m struct {
+		Map struct {
+			Slices []struct {
+				ID int64 `json:"id"`
+			} `json:"slices"`
+		} `json:"map"`
+		Retired []json.RawMessage `json:"retired"`
+	}
+	if err := json.Unmarshal(kvs[0].Value, &m); err != nil {
+		return fmt.Errorf("the slice map: %w", err)
+	}
+	owned := map[string]bool{}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		owned[strings.TrimPrefix(string(kv.Key), root+"owners/")] = true
+	}
+	for _, s := range m.Map.Slices {
+		if !owned[strconv.FormatInt(s.ID, 10)] {
+			return fmt.Errorf("slice %d of %d unowned", s.ID, len(m.Map.Slices))
+		}
+	}
+	if len(m.Retired) > 0 {
+		return fmt.Errorf("%d retired slices still owned", len(m.Retired))
+	}
+	return nil
 }

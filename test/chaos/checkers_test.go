@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/etcdkit/etcdkit/internal/shard"
+	"github.com/etcdkit/etcdkit/test/rangecheck"
 )
 
 // The checkers, as violations name them.
@@ -64,13 +65,29 @@ func tail(evs []event, n int) []string {
 // as its create revision just before R (the state the write's transaction compared): a
 // member that no longer owned the shard must have been refused (I3). A shard's tokens must
 // not go back as revisions grow, and a write's shard must be its item's.
-func checkFencingHistory(evs []event, hists map[string][]record) (vs []violation, writes int) {
+//
+// In the range mode it also follows the slice map: no two owned slices may overlap at the
+// end of a revision, and a write's item must lie in the slice its shard names.
+func checkFencingHistory(evs []event, hists map[string][]record, ranges bool) (vs []violation, writes int) {
 	recs := recordsByRev(hists)
 	ownerEvs := map[string][]event{}
 	lastTok := map[int]event{}
 	p := newReplay()
+	slices := rangecheck.NewTracker(root)
 	p.byRevision(evs, func(rev int64, es []event) {
+		if ranges {
+			defer func() {
+				for _, v := range slices.Overlaps() {
+					vs = append(vs, violation{checkFencing, fmt.Sprintf("revision %d: %s", rev, v), nil})
+				}
+			}()
+		}
 		for _, e := range es {
+			if ranges {
+				if err := slices.Apply(e.key, e.put, []byte(e.value)); err != nil {
+					vs = append(vs, violation{checkFencing, fmt.Sprintf("revision %d: %v", rev, err), nil})
+				}
+			}
 			if strings.HasPrefix(e.key, root+"owners/") {
 				defer func() { ownerEvs[e.key] = append(ownerEvs[e.key], e) }()
 			}
@@ -101,7 +118,11 @@ func checkFencingHistory(evs []event, hists map[string][]record) (vs []violation
 				vs = append(vs, violation{checkFencing, fmt.Sprintf("%s written at revision %d by %s with token %d (shard %d), when %s owned the shard with token %d",
 					e.key, rev, o.Member, o.Token, o.Shard, owner.value, owner.create), proof()})
 			}
-			if s := shard.Of(itemOf(e.key), shards); s != o.Shard {
+			if ranges {
+				if sk := strings.TrimPrefix(e.key, outPrefix); !slices.Holds(int64(o.Shard), sk) {
+					vs = append(vs, violation{checkFencing, fmt.Sprintf("%s written at revision %d as slice %d, which does not hold %q", e.key, rev, o.Shard, sk), proof()})
+				}
+			} else if s := shard.Of(itemOf(e.key), shards); s != o.Shard {
 				vs = append(vs, violation{checkFencing, fmt.Sprintf("%s written at revision %d as shard %d; its item is in shard %d", e.key, rev, o.Shard, s), proof()})
 			}
 			if prev, ok := lastTok[o.Shard]; ok {

@@ -8,7 +8,9 @@
 //
 //   - A sharded controller: a manager with Sharding in two or three member processes,
 //     copying every /items/<n> to /out/<n> through store writes fenced by the shard. Each
-//     member logs the outcome of every write (key, revision, shard, token).
+//     member logs the outcome of every write (key, revision, shard, token). In the range
+//     mode (TestChaosRanges, or MODE=ranges) the members shard by slices
+//     (manager.RangeShards) and a write's shard is its slice.
 //   - Lock holders: two or three processes that take lock.New(...) in turn and, under it,
 //     read the counter and write counter+1 in a transaction guarded by the lock (Guard) and
 //     the counter's mod revision, logging each accepted write with its token and revision.
@@ -75,6 +77,10 @@
 //     reaches its output within a bound (the time it took is reported);
 //  8. leases: none is left once the workloads have stopped;
 //  9. no report of the race detector in a workload's output.
+//
+// In the range mode the fencing checker also follows the slice map (test/rangecheck): no
+// two owned slices may overlap at the end of a revision, and each write's item must lie
+// in the slice its token is of.
 //
 // TestChaosNegative runs a short campaign whose workloads write without the fence, ignore
 // a lost lock, ignore a lost leadership (the leader goes on writing, unfenced, under its

@@ -58,6 +58,7 @@ const (
 	endpointsEnv  = "ETCDKIT_CHAOS_ENDPOINTS"
 	historyEnv    = "ETCDKIT_CHAOS_HISTORY"
 	unsafeEnv     = "ETCDKIT_CHAOS_UNSAFE" // "1": the negative control's variant
+	rangesEnv     = "ETCDKIT_CHAOS_RANGES" // "1": the members shard in the range mode
 	seedEnv       = "ETCDKIT_CHAOS_SEED"
 	roleMember    = "member"
 	roleLocker    = "locker"
@@ -77,6 +78,7 @@ type config struct {
 	leaders  int           // candidates of the leader-only workload
 	views    int           // viewers of discovery and config (with one registrar), or 0
 	unsafe   bool          // the negative control's variants of the workloads (TestChaosNegative)
+	ranges   bool          // the members shard in the range mode (manager.RangeShards)
 	kinds    []kind        // the faults to draw from; every kind when empty
 	// converge bounds the wait for the outputs to catch up once the faults have ended, and
 	// viewsBound the wait for the viewers' views to equal etcd's (converge when 0).
@@ -114,6 +116,9 @@ func configFromEnv(t *testing.T, c config) config {
 		// A real campaign: the full set of workload processes.
 		c.members, c.lockers, c.leaders, c.views = 3, 3, 3, 2
 	}
+	if os.Getenv("MODE") == "ranges" {
+		c.ranges = true
+	}
 	return c
 }
 
@@ -129,6 +134,20 @@ func TestChaos(t *testing.T) {
 			t.Errorf("writing the report: %v", err)
 		}
 	}
+	if len(res.violations) > 0 {
+		t.Fatalf("seed %d: %d violations (replay with SEED=%d):\n%s", cfg.seed, len(res.violations), cfg.seed, res.violationText())
+	}
+}
+
+// TestChaosRanges is the smoke run with the controller members in the range mode
+// (MODE=ranges makes TestChaos run in it too): the fencing checker then also follows the
+// slice map, and checks that no two owned slices overlap and that each write's item lies
+// in the slice its token is of.
+func TestChaosRanges(t *testing.T) {
+	cfg := configFromEnv(t, config{name: "range-mode campaign", faults: 6, members: 2, lockers: 1, leaders: 1, views: 1, converge: 90 * time.Second})
+	cfg.ranges = true
+	res := run(t, cfg)
+	t.Log("\n" + res.report())
 	if len(res.violations) > 0 {
 		t.Fatalf("seed %d: %d violations (replay with SEED=%d):\n%s", cfg.seed, len(res.violations), cfg.seed, res.violationText())
 	}

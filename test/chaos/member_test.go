@@ -50,6 +50,7 @@ type procEnv struct {
 	id, history string
 	endpoints   []string
 	unsafe      bool
+	ranges      bool
 	rng         *rand.Rand
 }
 
@@ -64,6 +65,7 @@ func readProcEnv() procEnv {
 		history:   os.Getenv(historyEnv),
 		endpoints: strings.Split(os.Getenv(endpointsEnv), ","),
 		unsafe:    os.Getenv(unsafeEnv) == "1",
+		ranges:    os.Getenv(rangesEnv) == "1",
 		rng:       rand.New(rand.NewPCG(seed, h.Sum64())),
 	}
 }
@@ -115,10 +117,14 @@ func runMember() int {
 	}
 	defer closeAll()
 	log := newLogger(env.id)
+	sharding := &manager.ShardingOptions{Shards: shards, DrainTimeout: 5 * time.Second}
+	if env.ranges {
+		sharding = &manager.ShardingOptions{Mode: manager.RangeShards, ReportInterval: 500 * time.Millisecond, DrainTimeout: 5 * time.Second}
+	}
 	mgr, err := manager.New(manager.Options{
 		Client: cli, Name: managerName, ID: env.id, LeaseTTL: ttl,
 		GracefulShutdownTimeout: 10 * time.Second,
-		Sharding:                &manager.ShardingOptions{Shards: shards, DrainTimeout: 5 * time.Second},
+		Sharding:                sharding,
 		Logger:                  log,
 	})
 	if err != nil {

@@ -57,10 +57,13 @@ func slotName(role string, slot int) string {
 	return "holder" + strconv.Itoa(slot+1)
 }
 
-func newWorkloads(dir string, endpoints []string, seed uint64, unsafe bool) *workloads {
+func newWorkloads(dir string, endpoints []string, seed uint64, unsafe, ranges bool) *workloads {
 	env := append(os.Environ(), endpointsEnv+"="+strings.Join(endpoints, ","), seedEnv+"="+strconv.FormatUint(seed, 10))
 	if unsafe {
 		env = append(env, unsafeEnv+"=1")
+	}
+	if ranges {
+		env = append(env, rangesEnv+"=1")
 	}
 	return &workloads{dir: dir, env: env, unsafe: unsafe, seed: seed, cur: map[string]*proc{}, count: map[string]int{}}
 }

@@ -37,6 +37,81 @@ type slice struct {
 	Hi string `json:"hi"`
 }
 
+// Tracker follows the slices of a range-sharded manager through etcd's history, fed one
+// event at a time in revision order: the bounds of every slice ever in its map (IDs are
+// never reused) and the owner of every owned slice.
+type Tracker struct {
+	root  string
+	known map[int64]bounds
+	owned map[int64]string
+}
+
+// NewTracker returns a tracker of the manager whose root is root.
+func NewTracker(root string) *Tracker {
+	return &Tracker{root: root, known: map[int64]bounds{}, owned: map[int64]string{}}
+}
+
+// Apply takes one event: a put (value set) or a delete of key. Keys outside the manager's
+// slice map and owners are ignored.
+func (t *Tracker) Apply(key string, put bool, value []byte) error {
+	switch {
+	case key == t.root+"slices" && put:
+		var m storedMap
+		if err := json.Unmarshal(value, &m); err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		for _, s := range append(m.Map.Slices, m.Retired...) {
+			t.known[s.ID] = bounds{s.Lo, s.Hi}
+		}
+	case strings.HasPrefix(key, t.root+"owners/"):
+		id, err := strconv.ParseInt(strings.TrimPrefix(key, t.root+"owners/"), 10, 64)
+		if err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		if put {
+			t.owned[id] = string(value)
+		} else {
+			delete(t.owned, id)
+		}
+	}
+	return nil
+}
+
+// Overlaps describes every pair of owned slices that overlap now: at the end of a
+// revision, each is a key two members could reconcile at once.
+func (t *Tracker) Overlaps() []string {
+	var out []string
+	for a, oa := range t.owned {
+		for b, ob := range t.owned {
+			ba, okA := t.known[a]
+			bb, okB := t.known[b]
+			if a < b && okA && okB && ba.overlaps(bb) {
+				out = append(out, fmt.Sprintf("slices %d %q (%s) and %d %q (%s) both owned", a, ba, oa, b, bb, ob))
+			}
+		}
+	}
+	return out
+}
+
+// Holds reports whether slice id is known and holds the slice key sk.
+func (t *Tracker) Holds(id int64, sk string) bool {
+	b, ok := t.known[id]
+	return ok && b.holds(sk)
+}
+
+// Owns reports whether writer owns, now, a slice that holds the slice key sk.
+func (t *Tracker) Owns(writer, sk string) bool {
+	for id, o := range t.owned {
+		if o == writer && t.Holds(id, sk) {
+			return true
+		}
+	}
+	return false
+}
+
+// Slices counts the slices ever in the map.
+func (t *Tracker) Slices() int { return len(t.known) }
+
 // Report is what Check found.
 type Report struct {
 	// Violations describe each revision at which two owned slices overlapped, and each
@@ -56,26 +131,11 @@ func Check(ctx context.Context, cli *clientv3.Client, root string, write Write) 
 	if err != nil {
 		return rep, err
 	}
-	known := map[int64]bounds{} // every slice ever in a map: IDs are never reused
-	owned := map[int64]string{}
+	t := NewTracker(root)
 	check := func(rev int64) {
-		for a, oa := range owned {
-			for b, ob := range owned {
-				ba, okA := known[a]
-				bb, okB := known[b]
-				if a < b && okA && okB && ba.overlaps(bb) {
-					rep.Violations = append(rep.Violations, fmt.Sprintf("revision %d: slices %d %q (%s) and %d %q (%s) both owned", rev, a, ba, oa, b, bb, ob))
-				}
-			}
+		for _, v := range t.Overlaps() {
+			rep.Violations = append(rep.Violations, fmt.Sprintf("revision %d: %s", rev, v))
 		}
-	}
-	ownerOf := func(sk, writer string) bool {
-		for id, o := range owned {
-			if b, ok := known[id]; ok && o == writer && b.holds(sk) {
-				return true
-			}
-		}
-		return false
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -89,33 +149,16 @@ func Check(ctx context.Context, cli *clientv3.Client, root string, write Write) 
 				check(rev)
 			}
 			rev = ev.Kv.ModRevision
-			key := string(ev.Kv.Key)
-			switch {
-			case key == root+"slices" && ev.Type == clientv3.EventTypePut:
-				var m storedMap
-				if err := json.Unmarshal(ev.Kv.Value, &m); err != nil {
-					return rep, fmt.Errorf("revision %d: %s: %w", rev, key, err)
-				}
-				for _, s := range append(m.Map.Slices, m.Retired...) {
-					known[s.ID] = bounds{s.Lo, s.Hi}
-				}
-			case strings.HasPrefix(key, root+"owners/"):
-				id, err := strconv.ParseInt(strings.TrimPrefix(key, root+"owners/"), 10, 64)
-				if err != nil {
-					return rep, fmt.Errorf("revision %d: %s: %w", rev, key, err)
-				}
-				if ev.Type == clientv3.EventTypePut {
-					owned[id] = string(ev.Kv.Value)
-				} else {
-					delete(owned, id)
-				}
-			case ev.Type == clientv3.EventTypePut:
-				sk, writer, ok := write(key, ev.Kv.Value)
-				if !ok {
-					continue
-				}
+			key, put := string(ev.Kv.Key), ev.Type == clientv3.EventTypePut
+			if err := t.Apply(key, put, ev.Kv.Value); err != nil {
+				return rep, fmt.Errorf("revision %d: %w", rev, err)
+			}
+			if !put {
+				continue
+			}
+			if sk, writer, ok := write(key, ev.Kv.Value); ok {
 				rep.Writes++
-				if !ownerOf(sk, writer) {
+				if !t.Owns(writer, sk) {
 					rep.Violations = append(rep.Violations, fmt.Sprintf("revision %d: %s written by %s, which owned no slice of %q", rev, key, writer, sk))
 				}
 			}
@@ -127,6 +170,6 @@ func Check(ctx context.Context, cli *clientv3.Client, root string, write Write) 
 	if rev != 0 {
 		check(rev)
 	}
-	rep.Slices, rep.Revision = len(known), rev
+	rep.Slices, rep.Revision = t.Slices(), rev
 	return rep, nil
 }

@@ -2,7 +2,6 @@ package manager_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -56,26 +55,8 @@ var _ = Describe("a range-sharded manager", func() {
 			For(source.Prefix("/items/")).
 			WithOptions(reconcile.Options{MaxConcurrentReconciles: 4}).
 			Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-				led.begin(req.Key, id)
-				defer func() {
-					resp, err := cli.Get(context.Background(), req.Key)
-					v := ""
-					if err == nil && len(resp.Kvs) > 0 {
-						v = string(resp.Kvs[0].Value)
-					}
-					led.end(req.Key, id, v)
-				}()
 				// A write fenced by the slice: the item's status names its reconciler.
-				key := "/status/" + strings.TrimPrefix(req.Key, "/items/")
-				owner := id
-				cur, err := st.Get(ctx, key)
-				switch {
-				case errors.Is(err, store.ErrNotFound):
-					_, err = st.Create(ctx, key, &owner)
-				case err == nil && cur.Value != owner:
-					_, err = st.Update(ctx, key, &owner, cur.ModRevision)
-				}
-				return reconcile.Result{}, err
+				return reconcile.Result{}, writeStatus(ctx, led, cli, st, id, req.Key)
 			}))
 		Expect(err).NotTo(HaveOccurred())
 		return mgr

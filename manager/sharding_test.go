@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -72,6 +73,31 @@ func (l *ledger) stale(want map[string]string) []string {
 	return out
 }
 
+// writeStatus is the sharded specs' reconcile of an item: it records it in led (with the
+// item's value read after it) and writes /status/<item> = member, through st, so fenced by
+// the reconcile's shard or slice.
+func writeStatus(ctx context.Context, led *ledger, cli *clientv3.Client, st *store.Store[string], member, item string) error {
+	led.begin(item, member)
+	defer func() {
+		resp, err := cli.Get(context.Background(), item)
+		v := ""
+		if err == nil && len(resp.Kvs) > 0 {
+			v = string(resp.Kvs[0].Value)
+		}
+		led.end(item, member, v)
+	}()
+	key := "/status/" + strings.TrimPrefix(item, "/items/")
+	owner := member
+	cur, err := st.Get(ctx, key)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		_, err = st.Create(ctx, key, &owner)
+	case err == nil && cur.Value != owner:
+		_, err = st.Update(ctx, key, &owner, cur.ModRevision)
+	}
+	return err
+}
+
 var _ = Describe("a sharded manager", func() {
 	const shards = 16
 	var (
@@ -105,30 +131,12 @@ var _ = Describe("a sharded manager", func() {
 						return reconcile.Result{}, err
 					}
 				}
-				led.begin(req.Key, id)
-				defer func() {
-					resp, err := cli.Get(context.Background(), req.Key)
-					v := ""
-					if err == nil && len(resp.Kvs) > 0 {
-						v = string(resp.Kvs[0].Value)
-					}
-					led.end(req.Key, id, v)
-				}()
 				// A write fenced by the shard: the status key of the item.
 				st, err := store.New[string](mgr.Client(), "/status/", store.Options[string]{})
 				if err != nil {
 					return reconcile.Result{}, err
 				}
-				key := "/status/" + req.Key[len("/items/"):]
-				owner := id
-				cur, err := st.Get(ctx, key)
-				switch {
-				case errors.Is(err, store.ErrNotFound):
-					_, err = st.Create(ctx, key, &owner)
-				case err == nil && cur.Value != owner:
-					_, err = st.Update(ctx, key, &owner, cur.ModRevision)
-				}
-				return reconcile.Result{}, err
+				return reconcile.Result{}, writeStatus(ctx, led, cli, st, id, req.Key)
 			}))
 		Expect(err).NotTo(HaveOccurred())
 		return mgr

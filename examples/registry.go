@@ -28,6 +28,7 @@ func examples() []example {
 		{"ha", "8", "high availability: active-passive failover, active-active with a lock, a leader per shard", runHA},
 		{"controller", "", "a jobs controller: reconcile, optimistic writes, RequeueAfter", runController},
 		{"sharded", "", "sharded controllers: three managers share the keys, one leaves and hands its shards over", runSharded},
+		{"ranges", "", "range-sharded controllers: slices of keys, a hot range split and spread over the members", runRanges},
 		{"replicaset", "", "replica sets own pods: cached reads, an owner index, scaling, a finalizer and a tombstone", runReplicaSet},
 	}
 }

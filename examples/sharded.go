@@ -144,7 +144,8 @@ func runSharded(ctx context.Context, e *env) (err error) {
 		}
 	}()
 	for i := 1; i <= shardedMembers; i++ {
-		m, err := newShardedMember(e, name, fmt.Sprintf("member-%d", i), itemsPrefix, statusPrefix)
+		m, err := newShardedMember(e, name, fmt.Sprintf("member-%d", i), itemsPrefix, statusPrefix,
+			&manager.ShardingOptions{Shards: shardedShards, DrainTimeout: 2 * time.Second})
 		if err != nil {
 			return err
 		}
@@ -256,7 +257,7 @@ func runSharded(ctx context.Context, e *env) (err error) {
 }
 
 // newShardedMember makes one replica of the manager name with its sharded controller.
-func newShardedMember(e *env, name, id, itemsPrefix, statusPrefix string) (*shardedMember, error) {
+func newShardedMember(e *env, name, id, itemsPrefix, statusPrefix string, sharding *manager.ShardingOptions) (*shardedMember, error) {
 	cli, err := e.newClient()
 	if err != nil {
 		return nil, err
@@ -275,7 +276,7 @@ func newShardedMember(e *env, name, id, itemsPrefix, statusPrefix string) (*shar
 		GracefulShutdownTimeout: 5 * time.Second,
 		HealthProbeAddr:         "127.0.0.1:0",
 		Registry:                m.reg,
-		Sharding:                &manager.ShardingOptions{Shards: shardedShards, DrainTimeout: 2 * time.Second},
+		Sharding:                sharding,
 		Logger:                  e.log.WithName(id).V(1), // the story tells what happens; -v shows the log
 	}); err != nil {
 		return fail(err)
@@ -456,7 +457,13 @@ func shardedCounts(ctx context.Context, e *env, statusPrefix string) (map[int]in
 // shardedWaitFor; check returns what is still missing. A member whose Start returned
 // meanwhile ends the wait with its error.
 func shardedWait(ctx context.Context, what string, check func() (string, error), members []*shardedMember) error {
-	deadline := time.Now().Add(shardedWaitFor)
+	return membersWait(ctx, what, shardedWaitFor, check, members)
+}
+
+// membersWait waits up to bound for check to report nothing missing, failing at once when a
+// member stopped with an error.
+func membersWait(ctx context.Context, what string, bound time.Duration, check func() (string, error), members []*shardedMember) error {
+	deadline := time.Now().Add(bound)
 	for {
 		missing, err := check()
 		if err != nil {
@@ -471,7 +478,7 @@ func shardedWait(ctx context.Context, what string, check func() (string, error),
 			}
 		}
 		if time.Now().After(deadline) {
-			return expect(false, "%s within %s; still: %s", what, shardedWaitFor, missing)
+			return expect(false, "%s within %s; still: %s", what, bound, missing)
 		}
 		select {
 		case <-ctx.Done():

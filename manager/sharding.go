@@ -167,6 +167,7 @@ func newSharder(m *Manager, opts ShardingOptions) (*sharding.Member, error) {
 		Log:             m.log.WithName("sharding"),
 		Owned:           m.metrics.ShardsOwned,
 		Handoffs:        m.metrics.ShardHandoffs,
+		Units:           m.metrics.Shards,
 		PredecessorWait: m.predecessorWait,
 	}
 	if e := m.election; e != nil {

@@ -102,7 +102,7 @@ func New(reg prometheus.Registerer) (*Registry, error) {
 		}),
 		Shards: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "etcdkit_shards",
-			Help: "Number of shards a sharded manager's keys are spread over (0 without sharding)",
+			Help: "Number of shards a sharded manager's keys are spread over, or of slices in the range mode (0 without sharding)",
 		}),
 		ShardsOwned: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "etcdkit_shards_owned",

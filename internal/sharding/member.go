@@ -52,6 +52,8 @@ type Deps struct {
 	// another member.
 	Owned    prometheus.Gauge
 	Handoffs prometheus.Counter
+	// Units is set to the number of slices of the range mode's map (nil: not kept).
+	Units prometheus.Gauge
 	// PredecessorWait is how long to wait for a member key held on another lease to vanish
 	// (a crashed predecessor with this ID) before calling the ID a duplicate.
 	PredecessorWait func(ctx context.Context, other clientv3.LeaseID) time.Duration

@@ -75,6 +75,9 @@ func (r *rangeMode) current() (storedMap, int64, bool) {
 			return storedMap{}, 0, false
 		}
 		r.cur, r.rev = m, kv.ModRevision
+		if r.sh.d.Units != nil {
+			r.sh.d.Units.Set(float64(len(m.Map.Slices)))
+		}
 	}
 	return r.cur, r.rev, true
 }

@@ -155,16 +155,41 @@ func (b *Builder) Build(r reconcile.Reconciler) (*reconcile.Controller, error) {
 	// with the other controllers, stores and readers; its own predicates, and its prefix
 	// when a wider source serves it, filter in front of its handler (see Cache: Sharing).
 	// Watches that one source serves feed the controller through one handler.
+	//
+	// A sharded controller in the range mode has sources of its own instead, one per
+	// prefix, that cache only the keys of the slices this member owns or is assigned (see
+	// sharding.Member.Keeps).
 	var srcs []*source.Source
 	handlers := map[*source.Source][]reconcile.EventHandler{}
+	ranged := b.mgr.sharder != nil && !b.leaderOnly && b.mgr.sharder.Ranged()
+	var shardKey func(string) string
+	own := map[string]*source.Source{}
+	if ranged {
+		var prefixes []string
+		for _, w := range b.watches {
+			prefixes = append(prefixes, w.spec.Prefix)
+		}
+		shardKey = b.mgr.sharder.KeyFunc(b.shardKey, prefixes)
+	}
 	for _, w := range b.watches {
 		for i, p := range w.spec.Options.Predicates {
 			if p == nil {
 				return nil, fmt.Errorf("manager: controller %q: source %s: Options.Predicates[%d] is nil (a nil predicate, or an And, Or, Not, KeyMatches or NewPredicateFuncs given a nil argument)", b.name, w.spec.Prefix, i)
 			}
 		}
-		src, err := b.mgr.cache.sourceFor(w.spec)
-		if err != nil {
+		var src *source.Source
+		if ranged {
+			if src = own[w.spec.Prefix]; src == nil {
+				opts := w.spec.Options
+				opts.Predicates = nil // they filter in front of the watch's handler, below
+				opts.Keep = b.mgr.sharder.Keeps(shardKey)
+				opts.Logger = b.mgr.log.WithName("source")
+				if src, err = source.New(b.mgr.client, w.spec.Prefix, opts); err != nil {
+					return nil, fmt.Errorf("manager: controller %q: %w", b.name, err)
+				}
+				own[w.spec.Prefix] = src
+			}
+		} else if src, err = b.mgr.cache.sourceFor(w.spec); err != nil {
 			return nil, fmt.Errorf("manager: controller %q: %w", b.name, err)
 		}
 		preds := slices.Clone(w.spec.Options.Predicates)
@@ -188,6 +213,9 @@ func (b *Builder) Build(r reconcile.Reconciler) (*reconcile.Controller, error) {
 	setup := gate.Setup{Metrics: b.mgr.metrics}
 	switch {
 	case b.mgr.election == nil:
+	case ranged:
+		b.mgr.sharder.Cache(srcs...)
+		setup.Gate = b.mgr.sharder.Register(c, shardKey)
 	case b.mgr.sharder != nil && !b.leaderOnly:
 		setup.Gate = b.mgr.sharder.Register(c, b.shardKey)
 	default:

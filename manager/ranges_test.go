@@ -134,6 +134,23 @@ var _ = Describe("a range-sharded manager", func() {
 		})
 
 		By("no two members owned one key at once, and every status was written by the owner of its key's slice")
+		By("each member caches the keys of its own slices only")
+		Eventually(func(g Gomega) {
+			total := 0
+			for _, m := range []*manager.Manager{a, b_, d} {
+				st := status(m)
+				owned := 0
+				for _, s := range st.Slices {
+					if s.Owner == st.Member && !s.Retired {
+						owned += s.Keys
+					}
+				}
+				g.Expect(st.CachedKeys).To(Equal(owned), "%s caches %d keys, owns slices of %d", st.Member, st.CachedKeys, owned)
+				total += st.CachedKeys
+			}
+			g.Expect(total).To(Equal(len(want)))
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+
 		Expect(led.overlaps()).To(BeEmpty())
 		rep, err := rangecheck.Check(ctx, cli, "/etcdkit/ranged/", func(key string, value []byte) (string, string, bool) {
 			name, ok := strings.CutPrefix(key, "/status/")

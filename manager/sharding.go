@@ -38,9 +38,11 @@ const (
 	// load with as few moves as it can. A split or merge ends the old slice's ownership
 	// (its writes are fenced) before any part of it is claimed.
 	//
-	// In this release every member still lists, watches and caches every key of its
-	// controllers' prefixes, as in the hash mode: the slices divide the reconciles, not
-	// the data.
+	// A range-sharded controller's watches have sources of their own that cache the keys
+	// of this member's slices only (owned, or assigned and about to be claimed): see
+	// ShardStatus.CachedKeys. In this release each member still watches every key of the
+	// prefixes and drops the others' events itself, and lists the prefix again when it is
+	// given a slice.
 	RangeShards
 )
 

@@ -81,6 +81,12 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Logger receives the source's logs. Default: discarded.
 	Logger logr.Logger
+	// Keep, when set, limits the cache to the keys it accepts (see Holds): the others are
+	// neither cached nor delivered. Keep may change its answers as it goes: call Relist
+	// once it accepts keys it did not, so that they are listed, and Evict once it rejects
+	// keys it accepted, so that they leave the cache. It is called with the source's lock
+	// held and must not call the source.
+	Keep func(key string) bool
 }
 
 // Source lists and watches one prefix (or one range of keys) and keeps its cache. Create it
@@ -109,6 +115,11 @@ type Source struct {
 	// indexes map a name to its index of the cache (see IndexField); guarded by mu, and
 	// kept in step with cache under the same lock.
 	indexes map[string]*index
+
+	// relist asks the driver for a new list (Relist); asked numbers the requests and
+	// listed is the last request a completed list answered. Both guarded by mu.
+	relist        chan struct{}
+	asked, listed int64
 
 	// running is held by the Run that drives the list and the watch; the other Runs wait
 	// on idle (closed and replaced, under mu, when the driver stops) to take over.
@@ -189,6 +200,7 @@ func newSource(client *clientv3.Client, prefix, end string, opts Options) (*Sour
 		moved:  make(chan struct{}),
 		failed: make(chan struct{}),
 		idle:   make(chan struct{}),
+		relist: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -308,6 +320,10 @@ func (s *Source) drive(ctx context.Context) error {
 		if progressed {
 			bo.Reset()
 		}
+		if errors.Is(err, errRelist) {
+			next = 0
+			continue
+		}
 		if errors.Is(err, rpctypes.ErrCompacted) {
 			s.log.Info("watch history compacted, relisting", "from", next)
 			s.mu.Lock()
@@ -343,6 +359,14 @@ func (s *Source) list(ctx context.Context) (int64, error) {
 		rev int64
 		err error
 	)
+	// Every Relist asked so far is answered by this list.
+	select {
+	case <-s.relist:
+	default:
+	}
+	s.mu.RLock()
+	gen := s.asked
+	s.mu.RUnlock()
 	switch start := s.opts.StartRevision; {
 	case start == 1 && !s.HasSynced():
 		// Before revision 1 there was nothing: replay the whole history.
@@ -358,6 +382,7 @@ func (s *Source) list(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	kvs = s.kept(kvs)
 	fresh := make(map[string]*mvccpb.KeyValue, len(kvs))
 	for _, kv := range kvs {
 		fresh[string(kv.Key)] = kv
@@ -369,6 +394,7 @@ func (s *Source) list(ctx context.Context) (int64, error) {
 	old := s.cache
 	s.cache = fresh
 	s.reindexLocked()
+	s.listed = max(s.listed, gen)
 	s.setRevLocked(rev)
 	s.stats.Lists++
 	s.mu.Unlock()
@@ -392,6 +418,9 @@ func (s *Source) list(ctx context.Context) (int64, error) {
 	}
 	sort.Strings(gone)
 	for _, k := range gone {
+		if !s.keeps(k) {
+			continue // no longer kept: it leaves the cache, but was not deleted
+		}
 		prev := old[k]
 		s.deliver(Event{Type: Delete, Key: k, KV: &mvccpb.KeyValue{Key: prev.Key, ModRevision: rev}, PrevKV: prev, Initial: true})
 	}
@@ -410,7 +439,17 @@ func (s *Source) watch(ctx context.Context, from int64) (progressed bool, err er
 	defer cancel()
 	wc := etcdutil.Watch(wctx, s.client, s.prefix, clientv3.WithRange(s.end), clientv3.WithRev(from),
 		clientv3.WithPrevKV(), clientv3.WithProgressNotify(), clientv3.WithCreatedNotify())
-	for wr := range wc {
+	for {
+		var wr clientv3.WatchResponse
+		var ok bool
+		select {
+		case wr, ok = <-wc:
+		case <-s.relist:
+			return progressed, errRelist
+		}
+		if !ok {
+			break
+		}
 		if wr.CompactRevision != 0 {
 			return progressed, rpctypes.ErrCompacted
 		}
@@ -494,6 +533,14 @@ func (s *Source) apply(ev *clientv3.Event) (Event, bool) {
 	key := string(ev.Kv.Key)
 	s.mu.Lock()
 	cached, had := s.cache[key]
+	if !s.keeps(key) {
+		if had { // no longer kept, and Evict has not run yet
+			delete(s.cache, key)
+			s.unindexLocked(key)
+		}
+		s.mu.Unlock()
+		return Event{}, false
+	}
 	// Events come in revision order, and every change up to s.rev is in the cache already
 	// (a list, whole responses, progress notifications): an event at or below it is a
 	// replay, a put of a key deleted since included, which would otherwise come back for

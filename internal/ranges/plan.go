@@ -38,7 +38,7 @@ type Policy struct {
 	// slice just made is not changed again at once.
 	MinAge float64
 	// LoadFloor damps the load's part of the weight while the total load is low (default
-	// 50 reconciles per second): it counts for load/(load+LoadFloor) of its share, so that
+	// 200 reconciles per second): it counts for load/(load+LoadFloor) of its share, so that
 	// a few reconciles do not make a slice look hot.
 	LoadFloor float64
 }
@@ -63,7 +63,7 @@ func (p Policy) withDefaults() Policy {
 		p.MinAge = 5
 	}
 	if p.LoadFloor <= 0 {
-		p.LoadFloor = 50
+		p.LoadFloor = 200
 	}
 	return p
 }
@@ -160,7 +160,10 @@ func Decide(m Map, stats map[int64]Stats, members []string, current map[int64]st
 	for _, s := range byWeight {
 		few := len(plan.Map.Slices) < p.MinSlices*len(active)
 		heavy := share > 0 && w[s.ID] > p.Split*share
-		if budget == 0 || len(plan.Map.Slices) >= p.MaxSlices || !settled(s.ID) || !(heavy || (few && w[s.ID] > 0)) {
+		// Too few slices to give every member some: split those above a MinSlices-th of a
+		// share, not slivers.
+		few = few && w[s.ID] > 0 && w[s.ID] >= share/float64(p.MinSlices)
+		if budget == 0 || len(plan.Map.Slices) >= p.MaxSlices || !settled(s.ID) || !(heavy || few) {
 			continue
 		}
 		at := stats[s.ID].SplitAt

@@ -194,19 +194,55 @@ func (sh *Member) SetAddress(addr string) {
 // this member owns.
 func (sh *Member) Register(c *reconcile.Controller, key func(string) string) gate.Gate {
 	if key == nil {
-		key = sh.o.ShardKey
-	}
-	if key == nil {
 		var prefixes []string
 		for _, src := range c.Sources() {
 			prefixes = append(prefixes, src.Prefix())
 		}
-		key = sh.mode.defaultKey(prefixes)
+		key = sh.KeyFunc(nil, prefixes)
 	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.targets = append(sh.targets, sharded{c: c, key: key})
 	return &shardGate{sh: sh, key: key}
+}
+
+// KeyFunc returns the shard-key function of a controller: key when set, else the
+// manager's ShardKey, else the mode's default for a controller watching prefixes.
+func (sh *Member) KeyFunc(key func(string) string, prefixes []string) func(string) string {
+	switch {
+	case key != nil:
+		return key
+	case sh.o.ShardKey != nil:
+		return sh.o.ShardKey
+	}
+	return sh.mode.defaultKey(prefixes)
+}
+
+// Ranged reports whether the member shards in the range mode.
+func (sh *Member) Ranged() bool { return sh.o.Ranges }
+
+// Keeps returns, for the range mode, the Keep function of a sharded controller's source
+// (source.Options.Keep): it keeps the keys of the slices this member owns or is assigned,
+// so that a member caches its own slices only, and an assigned slice is cached before it
+// is claimed (warm). The member relists the sources it is given with Cache when it comes
+// to want a slice, and evicts when it stops. key is the controller's shard-key function.
+func (sh *Member) Keeps(key func(string) string) func(string) bool {
+	r, ok := sh.mode.(*rangeMode)
+	if !ok {
+		return nil
+	}
+	return func(k string) bool {
+		u, ok := sh.unitOf(key, k)
+		return ok && r.wants(u)
+	}
+}
+
+// Cache registers the sources whose Keep comes from Keeps: the member relists them when it
+// comes to want a slice, and claims the slice once they have listed it.
+func (sh *Member) Cache(srcs ...*source.Source) {
+	if r, ok := sh.mode.(*rangeMode); ok {
+		r.addSources(srcs)
+	}
 }
 
 // unitOf returns the unit (shard or slice) of a key of a controller with the shard-key

@@ -3,6 +3,7 @@ package sharding
 import (
 	"context"
 	"strings"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -33,6 +34,10 @@ type mode interface {
 	// defaultKey returns the shard-key function of a controller that gives none, given
 	// the prefixes of its sources.
 	defaultKey(prefixes []string) func(string) string
+	// begin starts a member's pass; wakeAt is when the pass must run again without a
+	// change (zero: no need).
+	begin()
+	wakeAt() time.Time
 }
 
 // hashMode is the hash mode: shards 0..Shards-1, a key's shard fnv1a64(shard key) mod
@@ -49,6 +54,8 @@ func (h hashMode) units() []int {
 
 func (h hashMode) unitOf(sk string) (int, bool) { return shard.Of(sk, h.sh.o.Shards), true }
 func (h hashMode) claimable(int) bool           { return true }
+func (h hashMode) begin()                       {}
+func (h hashMode) wakeAt() time.Time            { return time.Time{} }
 func (h hashMode) claimCmps() []clientv3.Cmp    { return nil }
 
 func (h hashMode) defaultKey([]string) func(string) string {

@@ -89,6 +89,7 @@ func (sh *Member) step(ctx context.Context, sess *lease.Session) time.Time {
 			wake = t
 		}
 	}
+	sh.mode.begin()
 	seen := sh.state.Revision()
 	var claimed, toClaim []int
 	var toRelease []release
@@ -132,6 +133,9 @@ func (sh *Member) step(ctx context.Context, sess *lease.Session) time.Time {
 		if !a.wake.IsZero() {
 			later(a.wake)
 		}
+	}
+	if w := sh.mode.wakeAt(); !w.IsZero() {
+		later(w)
 	}
 	if len(toClaim) > 0 && sess.Valid() {
 		got, err := sh.claim(ctx, sess, toClaim)

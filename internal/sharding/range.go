@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -16,6 +17,7 @@ import (
 	"github.com/etcdkit/etcdkit/fence"
 	"github.com/etcdkit/etcdkit/internal/lease"
 	"github.com/etcdkit/etcdkit/internal/ranges"
+	"github.com/etcdkit/etcdkit/source"
 )
 
 // storedMap is the slice map as the leader stores it under <root>slices: the map, and the
@@ -47,6 +49,120 @@ type rangeMode struct {
 	// loads is the smoothed load of the slices this member reported last (used by the
 	// report loop only).
 	loads map[int]float64
+
+	// wanted holds the slices whose keys this member caches: those it holds, and those
+	// assigned to it (so that a slice is cached before it is claimed).
+	wanted atomic.Pointer[map[int]bool]
+	// srcMu guards sources, the sharded controllers' sources that keep the wanted slices'
+	// keys (Member.Keeps), and pending: for a slice wanted since their last list, the
+	// Relist each source must have answered before the slice is claimed.
+	srcMu   sync.Mutex
+	sources []*source.Source
+	pending map[int][]int64
+}
+
+// listPoll is how soon a member passes again when a claim waits for its sources' lists.
+const listPoll = 20 * time.Millisecond
+
+func (r *rangeMode) wants(u int) bool {
+	m := r.wanted.Load()
+	return m != nil && (*m)[u]
+}
+
+func (r *rangeMode) addSources(srcs []*source.Source) {
+	r.srcMu.Lock()
+	defer r.srcMu.Unlock()
+	r.sources = append(r.sources, srcs...)
+}
+
+// begin starts a pass: it works out the slices the member wants (held, or assigned to it
+// in the map), and when they changed, evicts the keys of those it no longer wants and asks
+// its sources to list the keys of those it newly wants.
+func (r *rangeMode) begin() {
+	want := map[int]bool{}
+	if m, _, ok := r.current(); ok {
+		for _, s := range m.Map.Slices {
+			if kv, ok := r.sh.state.Get(r.sh.assignKey(int(s.ID))); ok && string(kv.Value) == r.sh.id {
+				want[int(s.ID)] = true
+			}
+		}
+	}
+	r.sh.mu.Lock()
+	for id := range r.sh.held {
+		want[id] = true
+	}
+	r.sh.mu.Unlock()
+	prev := r.wanted.Load()
+	var gained []int
+	lost := false
+	for u := range want {
+		if prev == nil || !(*prev)[u] {
+			gained = append(gained, u)
+		}
+	}
+	if prev != nil {
+		for u := range *prev {
+			if !want[u] {
+				lost = true
+			}
+		}
+	}
+	if len(gained) == 0 && !lost {
+		return
+	}
+	r.wanted.Store(&want)
+	r.srcMu.Lock()
+	defer r.srcMu.Unlock()
+	if lost {
+		for _, src := range r.sources {
+			src.Evict()
+		}
+		for u := range r.pending {
+			if !want[u] {
+				delete(r.pending, u)
+			}
+		}
+	}
+	if len(gained) > 0 && len(r.sources) > 0 {
+		gens := make([]int64, len(r.sources))
+		for i, src := range r.sources {
+			gens[i] = src.Relist()
+		}
+		if r.pending == nil {
+			r.pending = map[int][]int64{}
+		}
+		for _, u := range gained {
+			r.pending[u] = gens
+		}
+	}
+}
+
+// listed reports whether every source has listed slice u since the member came to want
+// it.
+func (r *rangeMode) listed(u int) bool {
+	r.srcMu.Lock()
+	defer r.srcMu.Unlock()
+	gens, ok := r.pending[u]
+	if !ok {
+		return true
+	}
+	for i, g := range gens {
+		if !r.sources[i].HasListed(g) {
+			return false
+		}
+	}
+	delete(r.pending, u)
+	return true
+}
+
+// wakeAt: soon, while a claim waits for lists.
+func (r *rangeMode) wakeAt() time.Time {
+	r.srcMu.Lock()
+	defer r.srcMu.Unlock()
+	if len(r.pending) > 0 {
+		return time.Now().Add(listPoll)
+	}
+	return time.Time{}
 }
 
 // loadSmoothing is the weight of the newest interval in a slice's reported load.
@@ -128,7 +244,7 @@ func (r *rangeMode) claimable(u int) bool {
 		return false
 	}
 	s, ok := m.Map.Get(int64(u))
-	if !ok {
+	if !ok || !r.listed(u) {
 		return false
 	}
 	known := map[int64]ranges.Slice{}
@@ -340,6 +456,11 @@ func (r *rangeMode) fill(st *Status) {
 		add(s, true)
 	}
 	st.Shards = len(m.Map.Slices)
+	r.srcMu.Lock()
+	for _, src := range r.sources {
+		st.CachedKeys += src.Len()
+	}
+	r.srcMu.Unlock()
 }
 
 // reportLoop writes this member's report of the slices it owns every interval, on its

@@ -28,6 +28,9 @@ type Status struct {
 	// Slices is the slice map of the range mode, retired slices last (Shards counts the
 	// others); Assignment and Owners are empty in that mode.
 	Slices []SliceStatus `json:"slices,omitempty"`
+	// CachedKeys counts the keys the sharded controllers' sources of this member cache in
+	// the range mode: those of its slices (owned, or assigned and not yet claimed).
+	CachedKeys int `json:"cachedKeys,omitempty"`
 }
 
 // SliceStatus is one slice of the range mode: its ID and bounds [Lo, Hi) of slice-key

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -31,23 +32,12 @@ func runRanges(ctx context.Context, e *env) (err error) {
 	itemsPrefix, statusPrefix := e.key("items/"), e.key("status/")
 	name := strings.ReplaceAll(strings.Trim(e.prefix, "/"), "/", ".")
 
-	var members []*shardedMember
-	defer func() {
-		for _, m := range members {
-			if serr := m.shutdown(15 * time.Second); serr != nil && err == nil {
-				err = serr
-			}
-			_ = m.cli.Close()
-		}
-	}()
-	for i := 1; i <= shardedMembers; i++ {
-		m, err := newShardedMember(e, name, fmt.Sprintf("member-%d", i), itemsPrefix, statusPrefix,
-			&manager.ShardingOptions{Mode: manager.RangeShards, ReportInterval: 300 * time.Millisecond, DrainTimeout: 2 * time.Second})
-		if err != nil {
-			return err
-		}
-		members = append(members, m)
+	members, closeAll, err := newShardedMembers(e, name, itemsPrefix, statusPrefix,
+		&manager.ShardingOptions{Mode: manager.RangeShards, ReportInterval: 300 * time.Millisecond, DrainTimeout: 2 * time.Second})
+	if err != nil {
+		return err
 	}
+	defer func() { err = errors.Join(err, closeAll()) }()
 	put := func(format string, n int) error {
 		for i := range n {
 			if _, err := e.client.Put(ctx, itemsPrefix+fmt.Sprintf(format, i), "v1"); err != nil {

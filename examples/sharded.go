@@ -133,24 +133,12 @@ func runSharded(ctx context.Context, e *env) (err error) {
 	// The name and the root are the run's own, so that runs and terminals do not meet.
 	name := strings.ReplaceAll(strings.Trim(e.prefix, "/"), "/", ".")
 
-	var members []*shardedMember
-	defer func() {
-		// Every member stops, even on a failure: no Start, session or client outlives the example.
-		for _, m := range members {
-			if serr := m.shutdown(15 * time.Second); serr != nil && err == nil {
-				err = serr
-			}
-			_ = m.cli.Close()
-		}
-	}()
-	for i := 1; i <= shardedMembers; i++ {
-		m, err := newShardedMember(e, name, fmt.Sprintf("member-%d", i), itemsPrefix, statusPrefix,
-			&manager.ShardingOptions{Shards: shardedShards, DrainTimeout: 2 * time.Second})
-		if err != nil {
-			return err
-		}
-		members = append(members, m)
+	members, closeAll, err := newShardedMembers(e, name, itemsPrefix, statusPrefix,
+		&manager.ShardingOptions{Shards: shardedShards, DrainTimeout: 2 * time.Second})
+	if err != nil {
+		return err
 	}
+	defer func() { err = errors.Join(err, closeAll()) }()
 
 	for i := 0; i < shardedItems; i++ {
 		if _, err := e.client.Put(ctx, fmt.Sprintf("%sitem-%02d", itemsPrefix, i), "v1"); err != nil {
@@ -254,6 +242,28 @@ func runSharded(ctx context.Context, e *env) (err error) {
 	}
 	e.say("every manager stopped cleanly")
 	return nil
+}
+
+// newShardedMembers makes the example's shardedMembers replicas of the manager name with
+// sharding. closeAll stops every one (waiting for Start to return) and closes its client:
+// no Start, session or client outlives the example, even on a failure.
+func newShardedMembers(e *env, name, itemsPrefix, statusPrefix string, sharding *manager.ShardingOptions) (members []*shardedMember, closeAll func() error, err error) {
+	closeAll = func() error {
+		var errs []error
+		for _, m := range members {
+			errs = append(errs, m.shutdown(15*time.Second))
+			_ = m.cli.Close()
+		}
+		return errors.Join(errs...)
+	}
+	for i := 1; i <= shardedMembers; i++ {
+		m, err := newShardedMember(e, name, fmt.Sprintf("member-%d", i), itemsPrefix, statusPrefix, sharding)
+		if err != nil {
+			return nil, nil, errors.Join(err, closeAll())
+		}
+		members = append(members, m)
+	}
+	return members, closeAll, nil
 }
 
 // newShardedMember makes one replica of the manager name with its sharded controller.

@@ -188,6 +188,7 @@ func (b *Builder) Build(r reconcile.Reconciler) (*reconcile.Controller, error) {
 					return nil, fmt.Errorf("manager: controller %q: %w", b.name, err)
 				}
 				own[w.spec.Prefix] = src
+				b.mgr.cache.adopt(src, opts)
 			}
 		} else if src, err = b.mgr.cache.sourceFor(w.spec); err != nil {
 			return nil, fmt.Errorf("manager: controller %q: %w", b.name, err)

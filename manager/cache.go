@@ -53,10 +53,13 @@ type Cache struct {
 	wg      sync.WaitGroup  // the sources' goroutines
 }
 
-// cached is one source of the cache with the options it was made with.
+// cached is one source of the cache with the options it was made with. A partial source
+// is a range-sharded controller's own: it holds the keys of this member's slices only
+// (see adopt).
 type cached struct {
-	src  *source.Source
-	opts source.Options
+	src     *source.Source
+	opts    source.Options
+	partial bool
 }
 
 func newCache(client *clientv3.Client, log logr.Logger) *Cache {
@@ -72,8 +75,26 @@ func (m *Manager) GetCache() *Cache { return m.cache }
 // Source returns the source that caches prefix, making it (with default options) when no
 // source of the cache covers prefix yet. Made after the manager started, it starts at once;
 // wait for it with WaitForSync.
+//
+// A prefix that only a range-sharded controller's source covers is served by it: it holds
+// the keys of this member's slices, and a store's Cached of another key fails with
+// store.ErrNotCached (see Holds) rather than a full copy of the prefix being made.
 func (c *Cache) Source(prefix string) (*source.Source, error) {
+	if src := c.serving(prefix); src != nil {
+		return src, nil
+	}
 	return c.sourceFor(source.Prefix(prefix))
+}
+
+// adopt adds a range-sharded controller's own source (see Source) for the readers of the
+// cache; it is not shared with other controllers' watches, which get full sources.
+func (c *Cache) adopt(src *source.Source, opts source.Options) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sources = append(c.sources, &cached{src: src, opts: effective(opts), partial: true})
+	if c.ctx != nil {
+		c.runLocked(src)
+	}
 }
 
 // sourceFor returns the source that serves spec, making it when none covers spec.Prefix.
@@ -85,7 +106,7 @@ func (c *Cache) sourceFor(spec source.Spec) (*source.Source, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, s := range c.sources {
-		if s.src.Covers(spec.Prefix) {
+		if s.src.Covers(spec.Prefix) && !s.partial {
 			if err := compatible(spec, s); err != nil {
 				return nil, err
 			}
@@ -182,16 +203,29 @@ func (c *Cache) Sources() []*source.Source {
 	return out
 }
 
-// serving returns the source that covers prefix, or nil.
+// serving returns the source that covers prefix, a full one before a partial one, or nil.
 func (c *Cache) serving(prefix string) *source.Source {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var partial *source.Source
 	for _, s := range c.sources {
 		if s.src.Covers(prefix) {
-			return s.src
+			if !s.partial {
+				return s.src
+			}
+			if partial == nil {
+				partial = s.src
+			}
 		}
 	}
-	return nil
+	return partial
+}
+
+// Holds reports whether the cache holds key when it exists: a source covers it, and, for a
+// range-sharded controller's source, the key is in one of this member's slices.
+func (c *Cache) Holds(key string) bool {
+	src := c.serving(key)
+	return src != nil && src.Holds(key)
 }
 
 // Covers reports whether a source of the cache covers prefix.

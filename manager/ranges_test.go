@@ -151,6 +151,30 @@ var _ = Describe("a range-sharded manager", func() {
 			g.Expect(total).To(Equal(len(want)))
 		}).WithTimeout(30 * time.Second).Should(Succeed())
 
+		By("a store reading through a member's cache reads the keys of its slices, and says so of the others")
+		items, err := store.New[string](a.Client(), "/items/", store.Options[string]{Cache: a.GetCache()})
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(func(g Gomega) {
+			st := status(a)
+			mine, other := 0, 0
+			for k := range want {
+				s, ok := sliceOf(st, strings.TrimPrefix(k, "/items/"))
+				g.Expect(ok).To(BeTrue())
+				_, err := items.Cached(k)
+				if s.Owner == st.Member {
+					g.Expect(err).NotTo(HaveOccurred(), k)
+					mine++
+				} else {
+					g.Expect(err).To(MatchError(store.ErrNotCached), k)
+					other++
+				}
+			}
+			g.Expect(mine).To(BeNumerically(">", 0))
+			g.Expect(other).To(BeNumerically(">", 0))
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+		_, err = items.Cached("/items/no-such-key-0")
+		Expect(err).To(Or(MatchError(store.ErrNotFound), MatchError(store.ErrNotCached)))
+
 		Expect(led.overlaps()).To(BeEmpty())
 		rep, err := rangecheck.Check(ctx, cli, "/etcdkit/ranged/", func(key string, value []byte) (string, string, bool) {
 			name, ok := strings.CutPrefix(key, "/status/")

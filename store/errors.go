@@ -19,6 +19,10 @@ var (
 	// the key has moved since, so whether the write was applied cannot be told. Read the
 	// key again before deciding what to do.
 	ErrOutcomeUnknown = errors.New("store: outcome of the write unknown")
+	// ErrNotCached: Cached was asked for a key its cache does not hold, whether or not the
+	// key exists: a range-sharded replica caches the keys of its own slices only. Read the
+	// key with Get.
+	ErrNotCached = errors.New("store: key not cached here")
 )
 
 // ConflictError is returned when a write's precondition failed. Current is the object as

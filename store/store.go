@@ -199,7 +199,10 @@ func (s *Store[T]) decodeAll(kvs []*mvccpb.KeyValue) ([]*Object[T], error) {
 	return out, errors.Join(errs...)
 }
 
-// Cached reads key from the cache of Options. It fails if the store has no cache.
+// Cached reads key from the cache of Options. It fails if the store has no cache, with
+// ErrNotFound when the cache holds no such key, and with ErrNotCached when the cache does
+// not hold the key whether or not it exists (a range-sharded replica's cache of a key in
+// another replica's slice).
 //
 // A cached read decodes a key once per revision: every Cached and CachedList of the same
 // revision shares that decoding, and returns its own shallow copy of it. The copy's Meta
@@ -216,13 +219,17 @@ func (s *Store[T]) Cached(key string) (*Object[T], error) {
 	kv, ok := s.opts.Cache.Get(key)
 	if !ok {
 		s.decoded.Forget(key)
+		if h, partial := s.opts.Cache.(interface{ Holds(key string) bool }); partial && !h.Holds(key) {
+			return nil, fmt.Errorf("%w: %s (this replica caches the keys of its own slices only: read it with Get)", ErrNotCached, key)
+		}
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
 	}
 	return s.cachedDecode(kv)
 }
 
 // CachedList lists the prefix from the cache of Options, like List; its objects are
-// shared as Cached's are.
+// shared as Cached's are. A range-sharded replica's cache lists the keys of its own
+// slices only.
 func (s *Store[T]) CachedList() ([]*Object[T], error) {
 	if s.opts.Cache == nil {
 		return nil, errors.New("store: no cache configured (Options.Cache)")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -261,7 +262,7 @@ func (m *Manager) Start(ctx context.Context) error {
 
 	membership := newGroup(base)
 	if m.sharder != nil {
-		m.sharder.SetAddress(m.HealthProbeAddr())
+		m.sharder.SetAddress(m.advertised())
 		membership.run(fail, m.sharder.Run)
 		leaderRuns = append(leaderRuns, RunnableFunc(m.sharder.Assign))
 		// The sharding watches are established before this replica writes anything else
@@ -635,4 +636,29 @@ func (g *group) stopBy(deadline time.Time) bool {
 	case <-time.After(time.Until(deadline)):
 		return false
 	}
+}
+
+// advertised is the address a sharded replica registers (Options.AdvertiseAddress).
+func (m *Manager) advertised() string {
+	if m.opts.AdvertiseAddress != "" {
+		return m.opts.AdvertiseAddress
+	}
+	return reachable(m.HealthProbeAddr(), os.Hostname)
+}
+
+// reachable replaces the unspecified host of a bound address by the host name; it leaves
+// an address it cannot read, or a host name that cannot be had, as it is.
+func reachable(bound string, hostname func() (string, error)) string {
+	host, port, err := net.SplitHostPort(bound)
+	if err != nil {
+		return bound
+	}
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return bound
+	}
+	name, err := hostname()
+	if err != nil || name == "" {
+		return bound
+	}
+	return net.JoinHostPort(name, port)
 }

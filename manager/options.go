@@ -3,6 +3,7 @@ package manager
 import (
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
 	"strings"
 	"time"
@@ -68,6 +69,11 @@ type Options struct {
 	// answers, the session, the controllers' caches and etcd's refusals (see
 	// Manager.AddHealthzCheck and Manager.AddReadyzCheck). Default "": not served.
 	HealthProbeAddr string
+	// AdvertiseAddress is the host:port at which operators and tools (etcdkit status
+	// --debug) reach this replica's health probe address and /debug/shards; a sharded
+	// replica registers it in its MemberInfo. Default: the bound HealthProbeAddr, with an
+	// unspecified host (":8081", "0.0.0.0", "[::]") replaced by the machine's host name.
+	AdvertiseAddress string
 	// MetricsAddr is where /metrics is served. It may equal HealthProbeAddr: one server
 	// then serves all. Default "": not served.
 	MetricsAddr string
@@ -121,6 +127,11 @@ func (o *Options) setDefaults() error {
 	}
 	if o.DialTimeout == 0 {
 		o.DialTimeout = DefaultDialTimeout
+	}
+	if o.AdvertiseAddress != "" {
+		if _, port, err := net.SplitHostPort(o.AdvertiseAddress); err != nil || port == "" {
+			return fmt.Errorf("manager: AdvertiseAddress must be a host:port, got %q", o.AdvertiseAddress)
+		}
 	}
 	if o.Sharding != nil {
 		if o.DisableLeaderElection {

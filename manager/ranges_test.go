@@ -193,4 +193,21 @@ var _ = Describe("a range-sharded manager", func() {
 			Sharding: &manager.ShardingOptions{Mode: 7}})
 		Expect(err).To(MatchError(ContainSubstring("neither HashShards nor RangeShards")))
 	})
+
+	It("registers the address it advertises, and refuses one without a port", func(ctx SpecContext) {
+		_, err := manager.New(manager.Options{Client: cli, Name: "advertised", ID: "x", AdvertiseAddress: "replica-x.example",
+			Sharding: &manager.ShardingOptions{Mode: manager.RangeShards}})
+		Expect(err).To(MatchError(ContainSubstring("AdvertiseAddress must be a host:port")))
+		mgr, err := manager.New(manager.Options{Client: cli, Name: "advertised", ID: "x", LeaseTTL: 2 * time.Second,
+			HealthProbeAddr: "127.0.0.1:0", AdvertiseAddress: "replica-x.example:8081",
+			Sharding: &manager.ShardingOptions{Mode: manager.RangeShards}})
+		Expect(err).NotTo(HaveOccurred())
+		r := startReplica(mgr)
+		defer r.shutdown()
+		Eventually(func(g Gomega) {
+			st := status(mgr)
+			g.Expect(st.Members).To(HaveLen(1))
+			g.Expect(st.Members[0].Address).To(Equal("replica-x.example:8081"))
+		}).Should(Succeed())
+	})
 })

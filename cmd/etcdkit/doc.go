@@ -37,9 +37,9 @@
 // With --members it also asks each member that publishes an address for its
 // /debug/shards (within --member-timeout, default 2s), for what only the member knows: the
 // requests queued per shard, the shards it is draining, the reconciles in flight. A
-// member that does not answer is shown as unreachable. The address is the one the member
-// bound for its HealthProbeAddr: a member that listens on all interfaces (":8081")
-// publishes "[::]:8081", which reaches it from its own host only.
+// member that does not answer is shown as unreachable. The address is the member's
+// manager.Options.AdvertiseAddress, by default the one it bound for its HealthProbeAddr
+// with an unspecified host (":8081") replaced by its host name.
 //
 // # locks PREFIX
 //

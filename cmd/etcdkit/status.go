@@ -29,8 +29,22 @@ type statusOutput struct {
 	// Sharding is the shard map; nil for a manager without sharding, and for one in the
 	// range mode, whose slices /debug/shards of a member shows (Slices).
 	Sharding *sharding `json:"sharding"`
-	// Mode is "ranges" for a manager in the range mode.
-	Mode string `json:"mode,omitempty"`
+	// Mode is "ranges" for a manager in the range mode; Slices its slice map then, the
+	// retired slices (replaced by a split or merge, still owned) last.
+	Mode   string     `json:"mode,omitempty"`
+	Slices []sliceRow `json:"slices,omitempty"`
+}
+
+// sliceRow is one slice of the range mode: its bounds of slice keys (To "" is no bound),
+// who it is assigned to, who owns it and with which token.
+type sliceRow struct {
+	ID       int64  `json:"id"`
+	From     string `json:"from"`
+	To       string `json:"to"`
+	Retired  bool   `json:"retired,omitempty"`
+	Assigned string `json:"assigned"`
+	Owner    string `json:"owner"`
+	Token    int64  `json:"token"`
 }
 
 // member is one registered member: what it registered, and its part of the shard map.
@@ -126,12 +140,15 @@ func readStatus(ctx context.Context, e *env, name, root string, rev int64, kvs [
 	var elect []*mvccpb.KeyValue
 	assigned, owners := map[int]string{}, map[int]*mvccpb.KeyValue{}
 	shards, maxShard, hasShards := 0, -1, false
+	var slices *mvccpb.KeyValue
 	for _, kv := range kvs {
 		rel := strings.TrimPrefix(string(kv.Key), root)
 		dir, leaf, _ := strings.Cut(rel, "/")
 		switch {
 		case rel == "shards" && string(kv.Value) == "ranges":
 			out.Mode = "ranges"
+		case rel == "slices":
+			slices = kv
 		case rel == "shards":
 			n, err := strconv.Atoi(string(kv.Value))
 			if err != nil || n <= 0 {
@@ -168,7 +185,11 @@ func readStatus(ctx context.Context, e *env, name, root string, rev int64, kvs [
 		out.Candidates = append(out.Candidates, cands[1:]...)
 	}
 	sort.Slice(out.Members, func(i, j int) bool { return out.Members[i].ID < out.Members[j].ID })
-	if !hasShards || out.Mode == "ranges" {
+	if out.Mode == "ranges" {
+		out.Slices = sliceRows(e, slices, assigned, owners)
+		return out
+	}
+	if !hasShards {
 		return out
 	}
 	if shards == 0 { // the count is stored on the first run; derive it if it is missing
@@ -225,4 +246,42 @@ func shardMap(shards int, assigned map[int]string, owners map[int]*mvccpb.KeyVal
 	}
 	sh.Settled = st.Settled()
 	return sh
+}
+
+// sliceRows lays out the range mode's slice map (the value of <root>slices) with the
+// assignments and owners of its slices.
+func sliceRows(e *env, kv *mvccpb.KeyValue, assigned map[int]string, owners map[int]*mvccpb.KeyValue) []sliceRow {
+	if kv == nil {
+		return nil
+	}
+	type slice struct {
+		ID int64  `json:"id"`
+		Lo string `json:"lo"`
+		Hi string `json:"hi"`
+	}
+	var m struct {
+		Map struct {
+			Slices []slice `json:"slices"`
+		} `json:"map"`
+		Retired []slice `json:"retired"`
+	}
+	if err := json.Unmarshal(kv.Value, &m); err != nil {
+		e.warn("%s does not hold a slice map (%v)", kv.Key, err)
+		return nil
+	}
+	var out []sliceRow
+	add := func(s slice, retired bool) {
+		r := sliceRow{ID: s.ID, From: s.Lo, To: s.Hi, Retired: retired, Assigned: assigned[int(s.ID)]}
+		if o := owners[int(s.ID)]; o != nil {
+			r.Owner, r.Token = string(o.Value), o.CreateRevision
+		}
+		out = append(out, r)
+	}
+	for _, s := range m.Map.Slices {
+		add(s, false)
+	}
+	for _, s := range m.Retired {
+		add(s, true)
+	}
+	return out
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -217,6 +218,44 @@ var _ = Describe("status", Ordered, func() {
 		Expect(r.code).To(Equal(0), r.stderr)
 		Expect(r.stdout).To(MatchRegexp(`(?m)^SHARDING\s+off`))
 		Expect(r.stdout).To(MatchRegexp(`(?m)^IN LINE\s+%s$`, out.Candidates[0].ID))
+	})
+
+	It("shows a range-sharded manager's slices, their assignees, owners and tokens", func() {
+		for _, id := range []string{"r1", "r2"} {
+			start(manager.Options{Name: "ranged", ID: id, Sharding: &manager.ShardingOptions{Mode: manager.RangeShards}})
+		}
+		// At rest once a member owns the slice and both have reported: a report is written
+		// again only when its figures change.
+		Eventually(func(g Gomega) {
+			resp, err := cli.Get(context.Background(), "/etcdkit/ranged/", clientv3.WithPrefix())
+			g.Expect(err).NotTo(HaveOccurred())
+			reports, owners := map[string]string{}, 0
+			for _, kv := range resp.Kvs {
+				if id, ok := strings.CutPrefix(string(kv.Key), "/etcdkit/ranged/reports/"); ok {
+					reports[id] = string(kv.Value)
+				}
+				if strings.HasPrefix(string(kv.Key), "/etcdkit/ranged/owners/") {
+					owners++
+				}
+			}
+			g.Expect(owners).To(Equal(1))
+			g.Expect(reports).To(HaveLen(2))
+			g.Expect(reports).To(ContainElement(ContainSubstring(`"keys":0`)), "the owner's report of its slice")
+		}).Should(Succeed())
+		out := etcdkitJSON[statusOutput](c, "status", "ranged")
+		Expect(out.Mode).To(Equal("ranges"))
+		Expect(out.Slices).To(HaveLen(1))
+		Expect(out.Slices[0].Owner).To(Equal(out.Slices[0].Assigned))
+		Expect(out.Sharding).To(BeNil())
+		first := out.Slices[0]
+		rev, _ := createRevision(cli, fmt.Sprintf("/etcdkit/ranged/owners/%d", first.ID))
+		Expect(first.Token).To(Equal(rev))
+		Expect(first.From).To(BeEmpty())
+		r := etcdkit(c, "status", "ranged")
+		Expect(r.code).To(Equal(0), r.stderr)
+		Expect(r.stdout).To(MatchRegexp(`(?m)^SHARDING\s+range mode, %d slices$`, len(out.Slices)))
+		Expect(r.stdout).To(MatchRegexp(`(?m)^SLICE\s+FROM\s+TO\s+ASSIGNED\s+OWNER\s+TOKEN\s+STATE$`))
+		Expect(r.stdout).To(MatchRegexp(`(?m)^%d\s+""\s.*\s%s\s+%s\s+%d\s+ok$`, first.ID, first.Assigned, first.Owner, first.Token))
 	})
 
 	It("shows the shard map before and after a member leaves", func() {

@@ -18,6 +18,8 @@ func printStatus(w io.Writer, out statusOutput, debug bool) error {
 	}
 	t.row("IN LINE", candidateIDs(out.Candidates))
 	switch sh := out.Sharding; {
+	case out.Mode == "ranges":
+		t.row("SHARDING", fmt.Sprintf("range mode, %d slices", len(out.Slices)))
 	case sh == nil:
 		t.row("SHARDING", "off (leader-only manager)")
 	case sh.Settled:
@@ -56,6 +58,9 @@ func printStatus(w io.Writer, out statusOutput, debug bool) error {
 		}
 	}
 
+	if out.Mode == "ranges" {
+		return printSlices(w, out.Slices)
+	}
 	sh := out.Sharding
 	if sh == nil {
 		return nil
@@ -96,4 +101,29 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// printSlices writes the range mode's slice map.
+func printSlices(w io.Writer, rows []sliceRow) error {
+	fmt.Fprintln(w)
+	t := newTable(w, "SLICE", "FROM", "TO", "ASSIGNED", "OWNER", "TOKEN", "STATE")
+	for _, r := range rows {
+		to := fmt.Sprintf("%q", r.To)
+		if r.To == "" {
+			to = "(end)"
+		}
+		state := shardOK
+		switch {
+		case r.Retired:
+			state = "retired"
+		case r.Assigned == "":
+			state = shardUnassigned
+		case r.Owner == "":
+			state = shardUnowned
+		case r.Owner != r.Assigned:
+			state = shardMoving
+		}
+		t.row(fmt.Sprint(r.ID), fmt.Sprintf("%q", r.From), to, r.Assigned, r.Owner, token(r.Token), state)
+	}
+	return t.flush()
 }

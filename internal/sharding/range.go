@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"reflect"
 	"sort"
 	"strconv"
@@ -30,8 +31,25 @@ type storedMap struct {
 	Retired []ranges.Slice `json:"retired,omitempty"`
 }
 
-// report is what a member reports of the slices it owns, under <root>reports/<member>.
-type report map[string]ranges.Stats
+// report is what a member reports of the slices it owns, under <root>reports/<member>,
+// by slice ID. It changes only when its figures do (since is fixed per ownership, the load
+// rounded), so that a member at rest does not write it again.
+type report map[string]sliceReport
+
+// sliceReport is one slice's report: ranges.Stats, with the start of the ownership (Unix
+// milliseconds, on the member's clock) in place of its age.
+type sliceReport struct {
+	Keys    int     `json:"keys"`
+	Load    float64 `json:"load"`
+	SplitAt string  `json:"splitAt,omitempty"`
+	Since   int64   `json:"since"`
+}
+
+// stats returns the slice's figures as the leader plans with them, aged at now (the
+// member's clock and the leader's may differ by their skew).
+func (s sliceReport) stats(now time.Time) ranges.Stats {
+	return ranges.Stats{Keys: s.Keys, Load: s.Load, SplitAt: s.SplitAt, Age: now.Sub(time.UnixMilli(s.Since)).Seconds()}
+}
 
 // rangeMode is the range mode: the units are the slices of the stored map.
 type rangeMode struct {
@@ -334,10 +352,10 @@ func (r *rangeMode) stats(owners map[int64]string, m *ranges.Map) map[int64]rang
 			r.sh.log.Error(err, "unreadable slice report, ignored", "key", string(kv.Key))
 			continue
 		}
-		for k, st := range rep {
+		for k, sr := range rep {
 			id, err := strconv.ParseInt(k, 10, 64)
 			if err == nil && owners[id] == member {
-				out[id] = st
+				out[id] = sr.stats(time.Now())
 			}
 		}
 	}
@@ -469,6 +487,7 @@ func (r *rangeMode) reportLoop(ctx context.Context, sess *lease.Session) {
 	t := time.NewTicker(r.sh.o.ReportInterval)
 	defer t.Stop()
 	last := time.Now()
+	written := "" // the report last written on this session
 	for {
 		select {
 		case <-ctx.Done():
@@ -479,13 +498,17 @@ func (r *rangeMode) reportLoop(ctx context.Context, sess *lease.Session) {
 			rep := r.measure(now.Sub(last))
 			last = now
 			val, err := json.Marshal(rep)
-			if err != nil {
+			if err != nil || string(val) == written {
 				continue
 			}
 			key := r.reportKey(r.sh.id)
-			if _, err := r.sh.client.Put(ctx, key, string(val), clientv3.WithLease(sess.ID())); err != nil && ctx.Err() == nil {
-				r.sh.log.V(1).Info("writing the slice report failed", "error", err.Error())
+			if _, err := r.sh.client.Put(ctx, key, string(val), clientv3.WithLease(sess.ID())); err != nil {
+				if ctx.Err() == nil {
+					r.sh.log.V(1).Info("writing the slice report failed", "error", err.Error())
+				}
+				continue
 			}
+			written = string(val)
 		}
 	}
 }
@@ -536,16 +559,17 @@ func (r *rangeMode) measure(elapsed time.Duration) report {
 			continue
 		}
 		sks := keys[id]
-		st := ranges.Stats{Keys: len(sks), SplitAt: median(sks, s.Lo), Age: time.Since(since[id]).Seconds()}
+		st := sliceReport{Keys: len(sks), SplitAt: median(sks, s.Lo), Since: since[id].UnixMilli()}
 		if elapsed > 0 {
 			// Smoothed over about three reports: a burst does not make a slice look hot.
 			now := float64(admitted[id]) / elapsed.Seconds()
-			st.Load = now
+			load := now
 			if prev, ok := r.loads[id]; ok {
-				st.Load = prev + (now-prev)*loadSmoothing
+				load = prev + (now-prev)*loadSmoothing
 			}
+			loads[id] = load
+			st.Load = math.Round(load*100) / 100 // so that a slice at rest reports the same
 		}
-		loads[id] = st.Load
 		rep[strconv.Itoa(id)] = st
 	}
 	return rep

@@ -33,7 +33,7 @@ func run(t *testing.T, cfg config) *result {
 	t.Logf("%s: SEED=%d, %d faults over %s planned, %d controller members, %d lock holders, %d candidates, %d viewers, unsafe=%v",
 		cfg.name, cfg.seed, len(faults), planLength(faults).Round(time.Second), cfg.members, cfg.lockers, cfg.leaders, cfg.views, cfg.unsafe)
 	for _, f := range faults {
-		t.Logf("  planned %2d at %6.2fs for %5.2fs: %s %s", f.n, f.at.Seconds(), f.dur.Seconds(), f.kind, f.target)
+		t.Logf("  planned %2d at %6.2fs for %5.2fs: %s %s%s", f.n, f.at.Seconds(), f.dur.Seconds(), f.kind, f.target, f.cut.planned(f.kind))
 	}
 
 	dir, err := os.MkdirTemp("", "etcdkit-chaos-")
@@ -75,7 +75,10 @@ func run(t *testing.T, cfg config) *result {
 	}
 
 	w := newWorkloads(dir, c.Endpoints(), cfg.seed, cfg.unsafe, cfg.ranges)
-	t.Cleanup(func() { w.stopAll(5 * time.Second) }) // after a t.Fatal
+	t.Cleanup(func() { // after a t.Fatal
+		w.stopAll(5 * time.Second)
+		w.closeProxies()
+	})
 	for i := range cfg.members {
 		if _, err := w.start(roleMember, i); err != nil {
 			t.Fatal(err)
@@ -142,6 +145,7 @@ func run(t *testing.T, cfg config) *result {
 	for _, p := range w.stopAll(30 * time.Second) {
 		res.violations = append(res.violations, violation{checkProcesses, p, nil})
 	}
+	w.closeProxies()
 	for _, p := range w.raceReports() {
 		res.violations = append(res.violations, violation{checkProcesses, p, nil})
 	}

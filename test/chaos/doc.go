@@ -38,10 +38,30 @@
 // member (sometimes the leader), SIGSTOP and SIGCONT of an etcd member (sometimes the
 // leader), defragmentation of an etcd member (Maintenance.Defragment on its endpoint,
 // sometimes the leader's; the evidence gives its database's size before and after and
-// how long it took), and compaction below the revision the recorder has confirmed. The
-// workload faults hit any workload's process, drawn evenly among the workloads: a lock
-// holder's half the time whichever holds the lock, a candidate's half the time whichever
-// leads. At most two faults run at once, at most one of them on etcd (quorum is kept),
+// how long it took), compaction below the revision the recorder has confirmed, and faults
+// of the network between a workload process and etcd. Each workload slot reaches etcd
+// through proxies of its own (etcdtest.SilentProxy, one per etcd member, kept across the
+// slot's incarnations; the recorder and the driver connect directly), which keep every
+// connection open while they stop forwarding:
+//
+//   - partition workload: the process is cut off from every member, both ways, past its
+//     lease TTL (TTL + 0.5-2.5 s), then let back;
+//   - one-way partition: likewise, but only one direction is held, half the time etcd's
+//     answers (the requests reach etcd), half the time the requests;
+//   - partial partition: the proxy to one member only (half the time etcd's leader) stops
+//     both ways for 2-5 s, so that the client must fail over to another member.
+//
+// A pause's or a partition's evidence gives how long it lasted against the TTL, whether
+// etcd expired the process's lease meanwhile (keys of its deleted during the fault), and
+// for a partition how many reads the proxies held back (for a partial one, also how many
+// answers came through the other members meanwhile). A partition's failover is measured
+// as a pause's of the same role; a partial partition's, until etcd answers (through
+// another member) an operation of the process's begun after the cut. Latency is not
+// injected: the proxies forward at once or not at all.
+//
+// The workload faults hit any workload's process, drawn evenly among the workloads: a
+// lock holder's half the time whichever holds the lock, a candidate's half the time
+// whichever leads. At most two faults run at once, at most one of them on etcd (quorum is kept),
 // with quiet windows between groups. The schedule is drawn from SEED alone, before the
 // run: the same seed replays the same schedule (which member is etcd's leader, which
 // process holds the lock or leads, is resolved when the fault starts).
@@ -82,10 +102,11 @@
 // two owned slices may overlap at the end of a revision, and each write's item must lie
 // in the slice its token is of.
 //
-// TestChaosNegative runs a short campaign whose workloads write without the fence, ignore
-// a lost lock, ignore a lost leadership (the leader goes on writing, unfenced, under its
-// old token) and whose viewer reads once and never follows, and asserts that the
-// fencing, counter, leader and views checkers catch it. TestLinearCheckerCatches feeds the
-// linearizability checker the histories of a broken counter (a stale read, a lost update,
-// a read of a value not yet written) and of a correct one, and asserts its verdicts.
+// TestChaosNegative runs a short campaign of pauses and partitions (both ways and one
+// way) whose workloads write without the fence, ignore a lost lock, ignore a lost
+// leadership (the leader goes on writing, unfenced, under its old token) and whose viewer
+// reads once and never follows, and asserts that the fencing, counter, leader and views
+// checkers catch it. TestLinearCheckerCatches feeds the linearizability checker the
+// histories of a broken counter (a stale read, a lost update, a read of a value not yet
+// written) and of a correct one, and asserts its verdicts.
 package chaos

@@ -26,12 +26,28 @@ const (
 	pauseEtcd kind = "pause etcd"
 	compact   kind = "compact"
 	defrag    kind = "defrag etcd"
+	// The network faults, between a workload process and etcd (netfaults_test.go).
+	partitionProc kind = "partition workload"
+	oneWayProc    kind = "one-way partition"
+	partialProc   kind = "partial partition"
 )
 
-var allKinds = []kind{killProc, pauseProc, killEtcd, pauseEtcd, compact, defrag}
+var allKinds = []kind{killProc, pauseProc, partitionProc, oneWayProc, partialProc, killEtcd, pauseEtcd, compact, defrag}
 
 // weights of the kinds in a draw.
-var weights = map[kind]int{killProc: 3, pauseProc: 3, killEtcd: 2, pauseEtcd: 2, compact: 1, defrag: 1}
+var weights = map[kind]int{killProc: 3, pauseProc: 3, partitionProc: 2, oneWayProc: 2, partialProc: 1, killEtcd: 2, pauseEtcd: 2, compact: 1, defrag: 1}
+
+// procKind tells the kinds that hit one workload process.
+func procKind(k kind) bool {
+	return k == killProc || k == pauseProc || netKind(k)
+}
+
+// netKind tells the kinds that silence a workload process's proxies.
+func netKind(k kind) bool { return k == partitionProc || k == oneWayProc || k == partialProc }
+
+// stallKind tells the kinds that keep a workload process alive but cut off from etcd, in
+// part or in whole: a pause, a partition.
+func stallKind(k kind) bool { return k == pauseProc || netKind(k) }
 
 // etcdKind tells the kinds that hit one etcd member: at most one at a time.
 func etcdKind(k kind) bool { return k == killEtcd || k == pauseEtcd || k == defrag }
@@ -72,6 +88,7 @@ type fault struct {
 	victim   string // the process or etcd member it hit
 	evidence string
 	err      error
+	cut      cut // what a network fault silences
 }
 
 // cooldown is the least time between the end of a fault of a workload process and the next
@@ -133,7 +150,7 @@ func plan(rng *rand.Rand, cfg config) []*fault {
 			}
 		}
 		switch f.kind {
-		case killProc, pauseProc:
+		case killProc, pauseProc, partitionProc, oneWayProc, partialProc:
 			// A workload drawn evenly. A lock holder's or a candidate's fault hits, half the
 			// time, whichever holds the lock or leads (always in the negative control, whose
 			// faults go round the workloads in turn).
@@ -163,10 +180,15 @@ func plan(rng *rand.Rand, cfg config) []*fault {
 					break
 				}
 			}
-			if f.kind == killProc {
+			switch f.kind {
+			case killProc:
 				f.dur = between(500*time.Millisecond, 3*time.Second) // down before the restart
-			} else {
+			case partialProc:
+				f.dur = between(2*time.Second, 5*time.Second)
+				f.cut = planCut(rng, f.kind)
+			default:
 				f.dur = ttl + between(500*time.Millisecond, 2500*time.Millisecond)
+				f.cut = planCut(rng, f.kind)
 			}
 		case killEtcd, pauseEtcd:
 			f.target = target{role: "etcd", slot: rng.IntN(3), leader: rng.IntN(5) < 2}
@@ -472,6 +494,8 @@ func (in *injector) apply(ctx context.Context, f *fault) {
 			}
 			cancel()
 		}
+	case partitionProc, oneWayProc, partialProc:
+		in.partition(ctx, f)
 	case compact:
 		f.victim = "etcd"
 		in.mu.Lock()

@@ -153,18 +153,18 @@ func TestChaosRanges(t *testing.T) {
 	}
 }
 
-// TestChaosNegative runs a short campaign of pauses against workloads that write without
-// the fence (a plain store write guarded by the output's mod revision alone), lock
-// holders that ignore a lost lock (no Guard, the Lost channel unread) and leaders that
-// ignore a lost leadership (they go on writing, unfenced, under their old token): the
-// checkers must report the writes made without ownership. Checkers that cannot fail
-// prove nothing.
+// TestChaosNegative runs a short campaign of pauses and partitions (both ways and one
+// way) against workloads that write without the fence (a plain store write guarded by
+// the output's mod revision alone), lock holders that ignore a lost lock (no Guard, the
+// Lost channel unread) and leaders that ignore a lost leadership (they go on writing,
+// unfenced, under their old token): the checkers must report the writes made without
+// ownership. Checkers that cannot fail prove nothing.
 func TestChaosNegative(t *testing.T) {
 	cfg := configFromEnv(t, config{name: "negative control", faults: 6, members: 2, lockers: 2, leaders: 2, views: 1, converge: 90 * time.Second})
 	cfg.members, cfg.lockers, cfg.leaders, cfg.views = 2, 2, 2, 1
 	cfg.viewsBound = 3 * time.Second // its viewer never catches up: no need to wait long
 	cfg.unsafe = true
-	cfg.kinds = []kind{pauseProc}
+	cfg.kinds = []kind{pauseProc, partitionProc, oneWayProc}
 	if cfg.duration == 0 {
 		cfg.faults = min(max(cfg.faults, 6), 10)
 	}
@@ -176,16 +176,16 @@ func TestChaosNegative(t *testing.T) {
 		by[v.checker]++
 	}
 	if by[checkFencing] == 0 {
-		t.Errorf("seed %d: the fencing checker found no write made without its shard, though the members wrote unfenced through %d pauses", cfg.seed, cfg.faults)
+		t.Errorf("seed %d: the fencing checker found no write made without its shard, though the members wrote unfenced through %d pauses and partitions", cfg.seed, cfg.faults)
 	}
 	if by[checkCounter] == 0 {
-		t.Errorf("seed %d: the counter checker found no write made without the lock, though the holders ignored its loss through %d pauses", cfg.seed, cfg.faults)
+		t.Errorf("seed %d: the counter checker found no write made without the lock, though the holders ignored its loss through %d pauses and partitions", cfg.seed, cfg.faults)
 	}
 	if by[checkViews] == 0 {
 		t.Errorf("seed %d: the views checker found no viewer behind etcd, though the viewer never followed the changes", cfg.seed)
 	}
 	if by[checkLeader] == 0 {
-		t.Errorf("seed %d: the leader checker found no write made without the leadership, though the candidates ignored its loss through %d pauses", cfg.seed, cfg.faults)
+		t.Errorf("seed %d: the leader checker found no write made without the leadership, though the candidates ignored its loss through %d pauses and partitions", cfg.seed, cfg.faults)
 	}
 	if t.Failed() {
 		return

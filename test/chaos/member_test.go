@@ -71,7 +71,9 @@ func readProcEnv() procEnv {
 }
 
 // newClient dials etcd as a workload does. Keep-alive pings let it leave a member that
-// stopped answering (paused) for another.
+// stopped answering (paused, or cut off by a partial partition) for another, though gRPC
+// raises their interval to its least, 10 s: a stream on that member (a lease's
+// keep-alives, a watch) stays stuck past the TTL meanwhile.
 // startProc is what every workload process does first: it reads its environment, opens its
 // history file and a client of etcd. fail reports an error on stderr, naming the process;
 // closeAll closes what was opened.

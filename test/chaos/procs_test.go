@@ -8,11 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/etcdkit/etcdkit/test/etcdtest"
 )
 
 // proc is one incarnation of a workload process.
@@ -30,17 +33,21 @@ type proc struct {
 }
 
 // workloads are the running workload processes, by slot: a killed process is started
-// again in its slot as a new incarnation.
+// again in its slot as a new incarnation. Each slot reaches etcd through proxies of its
+// own, one per etcd member, made when the slot's first process starts and kept for its
+// later incarnations: the network faults silence them.
 type workloads struct {
-	dir    string
-	env    []string
-	unsafe bool
-	seed   uint64
+	dir       string
+	env       []string
+	endpoints []string // etcd's, by member
+	unsafe    bool
+	seed      uint64
 
-	mu    sync.Mutex
-	cur   map[string]*proc // by slot name
-	all   []*proc
-	count map[string]int // incarnations by slot name
+	mu      sync.Mutex
+	cur     map[string]*proc // by slot name
+	all     []*proc
+	count   map[string]int                     // incarnations by slot name
+	proxies map[string][]*etcdtest.SilentProxy // by slot name, one per etcd member
 }
 
 func slotName(role string, slot int) string {
@@ -58,14 +65,55 @@ func slotName(role string, slot int) string {
 }
 
 func newWorkloads(dir string, endpoints []string, seed uint64, unsafe, ranges bool) *workloads {
-	env := append(os.Environ(), endpointsEnv+"="+strings.Join(endpoints, ","), seedEnv+"="+strconv.FormatUint(seed, 10))
+	env := append(os.Environ(), seedEnv+"="+strconv.FormatUint(seed, 10))
 	if unsafe {
 		env = append(env, unsafeEnv+"=1")
 	}
 	if ranges {
 		env = append(env, rangesEnv+"=1")
 	}
-	return &workloads{dir: dir, env: env, unsafe: unsafe, seed: seed, cur: map[string]*proc{}, count: map[string]int{}}
+	return &workloads{dir: dir, env: env, endpoints: endpoints, unsafe: unsafe, seed: seed,
+		cur: map[string]*proc{}, count: map[string]int{}, proxies: map[string][]*etcdtest.SilentProxy{}}
+}
+
+// slotProxies returns a slot's proxies, one per etcd member, made at the first call. w.mu
+// is held.
+func (w *workloads) slotProxies(name string) ([]*etcdtest.SilentProxy, error) {
+	if ps := w.proxies[name]; ps != nil {
+		return ps, nil
+	}
+	var ps []*etcdtest.SilentProxy
+	for _, ep := range w.endpoints {
+		p, err := etcdtest.NewSilentProxy(ep)
+		if err != nil {
+			for _, p := range ps {
+				p.Close()
+			}
+			return nil, fmt.Errorf("a proxy for %s: %w", name, err)
+		}
+		ps = append(ps, p)
+	}
+	w.proxies[name] = ps
+	return ps, nil
+}
+
+// proxiesOf returns the proxies of a slot (nil before its first process).
+func (w *workloads) proxiesOf(role string, slot int) []*etcdtest.SilentProxy {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.proxies[slotName(role, slot)]
+}
+
+// closeProxies closes every slot's proxies, once the processes have stopped.
+func (w *workloads) closeProxies() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for name, ps := range w.proxies {
+		for _, p := range ps {
+			p.Close()
+		}
+		delete(w.proxies, name)
+	}
 }
 
 // start starts a new incarnation of a slot.
@@ -73,6 +121,14 @@ func (w *workloads) start(role string, slot int) (*proc, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	name := slotName(role, slot)
+	ps, err := w.slotProxies(name)
+	if err != nil {
+		return nil, err
+	}
+	var eps []string
+	for _, p := range ps {
+		eps = append(eps, p.Endpoint())
+	}
 	w.count[name]++
 	id := name
 	if n := w.count[name]; n > 1 {
@@ -85,7 +141,8 @@ func (w *workloads) start(role string, slot int) (*proc, error) {
 		return nil, err
 	}
 	p.cmd = exec.Command(os.Args[0], "-test.run=^$")
-	p.cmd.Env = append(w.env, roleEnv+"="+role, idEnv+"="+id, historyEnv+"="+p.history)
+	p.cmd.Env = append(slices.Clip(w.env), endpointsEnv+"="+strings.Join(eps, ","),
+		roleEnv+"="+role, idEnv+"="+id, historyEnv+"="+p.history)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	if err := p.cmd.Start(); err != nil {
 		_ = logf.Close()

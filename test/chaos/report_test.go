@@ -53,12 +53,15 @@ func (r *result) tally(hists map[string][]record, procs []*proc) {
 	}
 }
 
-// analyze adds the evidence that only the recorded history holds (did a paused process's
-// lease expire?) and measures each fault's failover from it:
+// analyze adds the evidence that only the recorded history holds (did a paused or
+// partitioned process's lease expire?) and measures each fault's failover from it (a
+// partition's as a pause's of the same role):
 //   - a controller member: until every shard it owned when the fault began is owned again,
 //     under a new owner key;
 //   - a lock holder: until another holder's write of the counter is accepted;
-//   - an etcd member: until both workloads have a write accepted again.
+//   - an etcd member: until both workloads have a write accepted again;
+//   - a partial partition (one member cut off from the process): until etcd answers,
+//     through another member, an operation of the process's begun after the cut.
 func (r *result) analyze(evs []event, hists map[string][]record) {
 	r.failover = map[*fault]time.Duration{}
 	leases := map[string]map[int64]bool{} // a lock holder's session leases, from its holds
@@ -83,18 +86,20 @@ func (r *result) analyze(evs []event, hists map[string][]record) {
 			continue
 		}
 		switch {
-		case f.kind == killProc || f.kind == pauseProc:
-			switch f.target.role {
-			case roleMember:
+		case procKind(f.kind):
+			switch {
+			case f.kind == partialProc:
+				r.clientFailover(f, hists)
+			case f.target.role == roleMember:
 				r.memberFailover(f, evs)
-			case roleLocker:
+			case f.target.role == roleLocker:
 				r.holderFailover(f, evs)
-			case roleLeader:
+			case f.target.role == roleLeader:
 				r.leaderFailover(f, evs)
 			}
-			if f.kind == pauseProc && f.target.role == roleViewer {
+			if stallKind(f.kind) && f.target.role == roleViewer {
 				f.evidence += "; a viewer holds no lease"
-			} else if f.kind == pauseProc {
+			} else if stallKind(f.kind) {
 				n := 0
 				for _, e := range evs {
 					if e.put || e.at.Before(f.start) || !e.at.Before(f.end) {
@@ -108,9 +113,9 @@ func (r *result) analyze(evs []event, hists map[string][]record) {
 					}
 				}
 				if n > 0 {
-					f.evidence += fmt.Sprintf("; its lease expired: etcd deleted %d of its keys during the pause", n)
+					f.evidence += fmt.Sprintf("; its lease expired: etcd deleted %d of its keys during the fault", n)
 				} else {
-					f.evidence += "; no key of its was deleted during the pause"
+					f.evidence += "; no key of its was deleted during the fault"
 					for _, g := range r.faults {
 						if (g.kind == killEtcd || g.kind == pauseEtcd) && g.start.Before(f.end) && g.end.After(f.start) {
 							f.evidence += fmt.Sprintf(" (fault %d of etcd overlapped it: a new etcd leader renews every lease)", g.n)
@@ -139,6 +144,23 @@ func (r *result) analyze(evs []event, hists map[string][]record) {
 				}
 				r.failover[f] = last.Sub(f.start)
 			}
+		}
+	}
+}
+
+// clientFailover, for a partial partition (one member cut off from the process): until
+// etcd answers an operation of the victim's that began after the cut, through another
+// member.
+func (r *result) clientFailover(f *fault, hists map[string][]record) {
+	for _, rec := range hists[f.victim] {
+		if rec.T <= f.start.UnixNano() || rec.Call != 0 && rec.Call <= f.start.UnixNano() {
+			continue
+		}
+		switch {
+		case rec.Op == "read", rec.Op == "view" && rec.Result == "",
+			slices.Contains([]string{"written", "unchanged", "fenced", "conflict", "held", "done"}, rec.Result):
+			r.failover[f] = time.Unix(0, rec.T).Sub(f.start)
+			return
 		}
 	}
 }

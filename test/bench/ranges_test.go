@@ -155,7 +155,11 @@ func BenchmarkRangeShards(b *testing.B) {
 					for i := range n {
 						ms = append(ms, startRangeMember(b, sc.name, fmt.Sprintf("m%d", i), sc.items, ranges))
 					}
-					waitUntil(b, "every key cached once per member's part", func() (bool, string) {
+					// At rest: the same figures over a second of polls (five report intervals),
+					// so that a plan between two moves is not taken for the result.
+					var last string
+					stable := 0
+					waitUntil(b, "every key cached once per member's part, at rest", func() (bool, string) {
 						total, most := 0, 0
 						for _, m := range ms {
 							c := cachedKeys(m, ranges)
@@ -178,7 +182,19 @@ func BenchmarkRangeShards(b *testing.B) {
 							}
 						}
 						maxOf[ranges] = most
-						return total == want, fmt.Sprintf("%d of %d keys cached", total, want)
+						if total != want {
+							stable = 0
+							return false, fmt.Sprintf("%d of %d keys cached", total, want)
+						}
+						var seen []string
+						for _, m := range ms {
+							seen = append(seen, fmt.Sprint(cachedKeys(m, ranges)))
+						}
+						if now := strings.Join(seen, ","); now != last {
+							last, stable = now, 0
+						}
+						stable++
+						return stable >= 50, "not at rest yet: " + last
 					})
 					stopRangeMembers(b, ms)
 				}

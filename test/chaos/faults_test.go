@@ -438,22 +438,11 @@ func (in *injector) apply(ctx context.Context, f *fault) {
 		}
 		f.evidence = fmt.Sprintf("stopped %.2fs, TTL %s: %s by %.2fs", paused.Seconds(), ttl, verdict, (paused - ttl).Seconds())
 	case killEtcd, pauseEtcd, defrag:
-		i, role := f.target.slot, "follower"
-		if f.target.leader {
-			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			l, err := in.c.Leader(lctx)
-			cancel()
-			if err != nil {
-				f.err = err
-				return
-			}
-			i = l
+		i, role, err := in.member(ctx, f.target.slot, f.target.leader)
+		if err != nil {
+			f.err = err
+			return
 		}
-		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if l, err := in.c.Leader(lctx); err == nil && l == i {
-			role = "leader"
-		}
-		cancel()
 		f.victim = fmt.Sprintf("etcd m%d (%s)", i, role)
 		f.start = time.Now()
 		if f.kind == defrag {
@@ -551,3 +540,23 @@ func (in *injector) defrag(ctx context.Context, f *fault, i int) error {
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.2f MiB", float64(n)/(1<<20)) }
+
+// member resolves the etcd member a fault hits: slot, or whichever member leads when
+// leader is set; role says whether it led when the fault began.
+func (in *injector) member(ctx context.Context, slot int, leader bool) (i int, role string, err error) {
+	i, role = slot, "follower"
+	if leader {
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		i, err = in.c.Leader(lctx)
+		cancel()
+		if err != nil {
+			return 0, "", err
+		}
+	}
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if l, err := in.c.Leader(lctx); err == nil && l == i {
+		role = "leader"
+	}
+	cancel()
+	return i, role, nil
+}

@@ -84,22 +84,11 @@ func (in *injector) partition(ctx context.Context, f *fault) {
 	silenced, others := ps, []*etcdtest.SilentProxy(nil)
 	what := "from every member, " + f.cut.String()
 	if f.kind == partialProc {
-		i, role := f.cut.member, "follower"
-		if f.cut.leader {
-			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			l, err := in.c.Leader(lctx)
-			cancel()
-			if err != nil {
-				f.err = err
-				return
-			}
-			i = l
+		i, role, err := in.member(ctx, f.cut.member, f.cut.leader)
+		if err != nil {
+			f.err = err
+			return
 		}
-		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if l, err := in.c.Leader(lctx); err == nil && l == i {
-			role = "leader"
-		}
-		cancel()
 		silenced = ps[i : i+1]
 		others = append(append(others, ps[:i]...), ps[i+1:]...)
 		what = fmt.Sprintf("from etcd m%d (%s) only, both ways", i, role)

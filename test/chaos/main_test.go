@@ -153,8 +153,7 @@ func TestChaosRanges(t *testing.T) {
 	}
 }
 
-// TestChaosNegative runs a short campaign of pauses and partitions (both ways and one
-// way) against workloads that write without the fence (a plain store write guarded by
+// TestChaosNegative runs a short campaign of pauses against workloads that write without the fence (a plain store write guarded by
 // the output's mod revision alone), lock holders that ignore a lost lock (no Guard, the
 // Lost channel unread) and leaders that ignore a lost leadership (they go on writing,
 // unfenced, under their old token): the checkers must report the writes made without
@@ -164,7 +163,11 @@ func TestChaosNegative(t *testing.T) {
 	cfg.members, cfg.lockers, cfg.leaders, cfg.views = 2, 2, 2, 1
 	cfg.viewsBound = 3 * time.Second // its viewer never catches up: no need to wait long
 	cfg.unsafe = true
-	cfg.kinds = []kind{pauseProc, partitionProc, oneWayProc}
+	// Pauses only: a partitioned holder that ignores its lost lock cannot reach etcd
+	// while cut off, and may have no write left once it is let back, so a schedule of
+	// partitions does not always make the counter checker's violation (seed 883935 did
+	// not); a pause always does.
+	cfg.kinds = []kind{pauseProc}
 	if cfg.duration == 0 {
 		cfg.faults = min(max(cfg.faults, 6), 10)
 	}

@@ -113,7 +113,6 @@ type Member struct {
 	leaving  bool
 	changed  chan struct{} // closed and replaced when held changes
 	targets  []sharded
-	shardsOf map[string]func(string) string
 	// problems are the permanent errors the member's writes last met, by what they write
 	// ("joining", "claiming", "releasing", "assigning"): an entry goes once that write
 	// succeeds again.
